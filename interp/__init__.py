@@ -1,0 +1,20 @@
+"""interp: mechanistic interpretability of language and vision-language models.
+
+Hook-based activation extractors (plain torch hooks, TransformerLens 4.x,
+nnsight) feed analysis modules. Start with::
+
+    import interp
+    model, tok = interp.load_model()          # embedded offline Gemma 3 270M
+    acts = interp.extract(model, tok, ["Hello.", "Bonjour."])
+    acts.tensor.shape                          # [19 layers, 2 texts, 640]
+
+Importing interp has no side effects: nnsight and transformer_lens are only
+imported when their backend is used.
+"""
+
+from interp.extract import Activations, ActivationStore, extract
+from interp.models import DEFAULT_MODEL, get_adapter, load_model
+
+__version__ = "0.1.0"
+
+__all__ = ["Activations", "ActivationStore", "DEFAULT_MODEL", "extract", "get_adapter", "load_model", "__version__"]

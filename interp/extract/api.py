@@ -1,0 +1,267 @@
+"""``interp.extract``: hidden states of many texts, pooled, on any backend.
+
+Flow: validate everything (nothing is computed or written before the inputs
+are known to be good) -> tokenise each text alone -> cut the corpus into
+shards of ``shard_size`` texts, and each shard into length-sorted padded
+batches -> run the backend (hooks / TransformerLens / nnsight) -> pool per
+layer in float32 -> keep in memory, or commit each shard to an
+:class:`~interp.extract.store.ActivationStore` when ``store=`` is given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from interp.extract.activations import Activations
+from interp.extract.backends import check_backend, get_backend
+from interp.extract.batching import Tokenized, collate, plan_batches, tokenize
+from interp.extract.pooling import check_pooling, pool
+from interp.extract.store import ActivationStore
+from interp.models.adapter import ModelAdapter, get_adapter
+
+__all__ = ["extract", "resolve_layers", "model_digest"]
+
+
+def resolve_layers(layers: str | int | Sequence[int], n_hidden_states: int) -> list[int]:
+    """Validate ``layers`` (``"all"``, an index or a list) against ``0..L``.
+
+    Negative indices count from the end (``-1`` = L, after the final norm).
+    Returns sorted, de-duplicated non-negative indices.
+    """
+    if isinstance(layers, str):
+        if layers != "all":
+            raise ValueError(f"layers must be 'all', an int or a list of ints, got {layers!r}")
+        return list(range(n_hidden_states))
+    items = [layers] if isinstance(layers, int) else list(layers)
+    if not items:
+        raise ValueError("layers is empty; pass 'all' or at least one hidden-state index")
+    out = set()
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, int):
+            raise TypeError(f"layer indices must be ints, got {item!r} ({type(item).__name__})")
+        if not -n_hidden_states <= item < n_hidden_states:
+            raise IndexError(
+                f"layer index {item} is out of range: this model has hidden-state indices "
+                f"0..{n_hidden_states - 1} (0 = embeddings, {n_hidden_states - 1} = after the final norm)"
+            )
+        out.add(item % n_hidden_states)
+    return sorted(out)
+
+
+def _check_texts(texts) -> list[str]:
+    if isinstance(texts, str):
+        raise TypeError("texts must be a list of strings, not a single string; wrap it: [text]")
+    texts = list(texts)
+    if not texts:
+        raise ValueError("texts is empty; pass at least one string")
+    bad = [(i, type(t).__name__) for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        shown = ", ".join(f"#{i} is {name}" for i, name in bad[:5])
+        raise TypeError(f"texts must all be strings; {len(bad)} are not ({shown})")
+    return texts
+
+
+def _check_metadata(name: str, values, n: int) -> list | None:
+    if values is None:
+        return None
+    values = list(values)
+    if len(values) != n:
+        raise ValueError(f"{name} has {len(values)} entries but there are {n} texts")
+    return values
+
+
+def model_digest(model: nn.Module) -> str:
+    """A cheap fingerprint of a model's config and weights (for store resume checks)."""
+    digest = hashlib.sha256()
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "to_json_string"):
+        digest.update(config.to_json_string(use_diff=False).encode())
+    with torch.no_grad():
+        for name, param in model.state_dict().items():
+            flat = param.detach().reshape(-1)
+            digest.update(f"{name}{tuple(param.shape)}{param.dtype}".encode())
+            digest.update(flat[:: max(1, flat.numel() // 4096)].float().cpu().numpy().tobytes())
+            digest.update(repr(float(flat.double().sum())).encode())
+    return digest.hexdigest()
+
+
+def _texts_digest(texts: list[str], ids: list, labels: list | None) -> str:
+    payload = json.dumps([texts, ids, labels], ensure_ascii=False, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _pad_id(tokenizer) -> int:
+    for attr in ("pad_token_id", "eos_token_id", "bos_token_id"):
+        value = getattr(tokenizer, attr, None)
+        if isinstance(value, int):
+            return value
+    return 0  # any valid id: padded positions are masked out
+
+
+def _run_shard(
+    runner,
+    tokens: list[Tokenized],
+    rows: range,
+    batch_size: int,
+    pooling: str,
+    pad_id: int,
+    padding_side: str,
+    dtype: torch.dtype,
+    bar,
+) -> dict[str, torch.Tensor]:
+    """Extract texts ``rows``; return the shard's tensors in text order."""
+    layers = runner.layers
+    pooled: dict[int, list] = {}
+    lengths = [len(tokens[r].input_ids) for r in range(len(tokens))]
+    for batch_rows in plan_batches(lengths, rows, batch_size):
+        batch = collate(tokens, batch_rows, pad_id, padding_side)
+        with torch.no_grad():
+            hidden = runner(batch)
+        mask = batch.attention_mask.to(runner.device)
+        special = batch.special_mask.to(runner.device)
+        per_layer = [pool(hidden[index], mask, special, pooling) for index in layers]
+        for b, row in enumerate(batch_rows):
+            pooled[row] = [layer_out[b].to("cpu", dtype) for layer_out in per_layer]
+        bar.update(len(batch_rows))
+    ordered = [pooled[r] for r in rows]
+    if pooling == "none":
+        hidden = torch.stack([torch.cat([text[a] for text in ordered]) for a in range(len(layers))])
+        return {"hidden": hidden, "lengths": torch.tensor([lengths[r] for r in rows])}
+    return {"hidden": torch.stack([torch.stack([text[a] for text in ordered]) for a in range(len(layers))])}
+
+
+def extract(
+    model: nn.Module,
+    tokenizer,
+    texts: Sequence[str],
+    layers: str | int | Sequence[int] = "all",
+    pooling: str = "mean",
+    backend: str = "hf",
+    batch_size: int = 16,
+    dtype: torch.dtype = torch.float32,
+    progress: bool = True,
+    *,
+    ids: Sequence | None = None,
+    labels: Sequence | None = None,
+    padding_side: str | None = None,
+    max_length: int | None = None,
+    store: str | os.PathLike | None = None,
+    shard_size: int = 1024,
+) -> Activations:
+    """Run ``model`` over ``texts`` and return pooled hidden states.
+
+    Args:
+        model: a Hugging Face causal LM or VLM of a family
+            :func:`interp.models.get_adapter` knows (any dtype/device).
+        tokenizer: its tokenizer; each text is tokenised alone with special
+            tokens (BOS) and no truncation unless ``max_length`` is set.
+        texts: list of strings.
+        layers: ``"all"`` (indices ``0..L``), an index or a list of indices in
+            Hugging Face ``output_hidden_states`` numbering: 0 = embedding
+            output, i = output of decoder block i-1, L = after the final norm.
+        pooling: ``"mean"`` (all tokens incl. BOS, the official ILO choice),
+            ``"mean_no_special"``, ``"last"`` or ``"none"`` (per token).
+        backend: ``"hf"`` (torch hooks), ``"transformer_lens"`` or ``"nnsight"``.
+        batch_size: texts per forward pass (length-sorted; results do not
+            depend on it beyond float rounding).
+        dtype: dtype of the returned tensor (pooling is always done in float32).
+        progress: show a tqdm progress bar.
+        ids, labels: per-text metadata carried into the result.
+        padding_side: ``"right"`` or ``"left"`` (default: the tokenizer's);
+            results do not depend on it.
+        max_length: truncate texts to this many tokens.
+        store: directory of a resumable on-disk store; shards of
+            ``shard_size`` texts are committed as they finish and a re-run
+            with the same arguments resumes where it stopped.
+
+    Returns:
+        :class:`Activations` with ``tensor`` ``[n_layers, n_texts, d_model]``
+        on CPU (``[n_layers, n_tokens, d_model]`` + ``lengths`` for ``"none"``).
+    """
+    texts = _check_texts(texts)
+    check_pooling(pooling)
+    check_backend(backend)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
+        raise ValueError(f"shard_size must be a positive int, got {shard_size!r}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    padding_side = padding_side or getattr(tokenizer, "padding_side", None) or "right"
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    adapter: ModelAdapter = get_adapter(model)
+    layer_ids = resolve_layers(layers, adapter.n_hidden_states)
+    ids = _check_metadata("ids", ids, len(texts)) or list(range(len(texts)))
+    labels = _check_metadata("labels", labels, len(texts))
+    tokens = tokenize(tokenizer, texts, max_length)
+    model_name = str(getattr(model, "name_or_path", "") or type(model).__name__)
+
+    n = len(texts)
+    shard_ranges = [range(s, min(s + shard_size, n)) for s in range(0, n, shard_size)]
+    sink, done = None, set()
+    if store is not None:
+        try:
+            json.dumps([ids, labels])
+        except TypeError as err:
+            raise TypeError("ids and labels must be JSON-serialisable (str/int/float) to be stored") from err
+        sink = ActivationStore(store)
+        header = {
+            "fingerprint": {
+                "model": model_name,
+                "model_digest": model_digest(model),
+                "tokenizer": f"{type(tokenizer).__name__}:{getattr(tokenizer, 'name_or_path', '')}:{len(tokenizer)}",
+                "texts": _texts_digest(texts, ids, labels),
+                "layers": layer_ids,
+                "pooling": pooling,
+                "dtype": str(dtype),
+                "backend": backend,
+                "batch_size": batch_size,
+                "shard_size": shard_size,
+                "max_length": max_length,
+                "padding_side": padding_side,
+            },
+            "shards": [[r.start, r.stop] for r in shard_ranges],
+            "layers": layer_ids,
+            "ids": ids,
+            "labels": labels,
+            "pooling": pooling,
+            "model_name": model_name,
+        }
+        done = sink.begin(header)
+
+    todo = [i for i in range(len(shard_ranges)) if i not in done]
+    results: list[dict[str, torch.Tensor]] = []
+    pad_id = _pad_id(tokenizer)
+    total = sum(len(shard_ranges[i]) for i in todo)
+    with tqdm(total=total, disable=not progress or total == 0, desc=f"extract[{backend}]", unit="text") as bar:
+        if todo:
+            with get_backend(backend)(model, tokenizer, adapter, layer_ids) as runner:
+                for i in todo:
+                    shard = _run_shard(
+                        runner, tokens, shard_ranges[i], batch_size, pooling, pad_id, padding_side, dtype, bar
+                    )
+                    if sink is not None:
+                        sink.commit(i, shard)
+                    else:
+                        results.append(shard)
+    if sink is not None:
+        return sink.load()
+    lengths = torch.cat([r["lengths"] for r in results]) if pooling == "none" else None
+    return Activations(
+        tensor=torch.cat([r["hidden"] for r in results], dim=1),
+        layers=layer_ids,
+        ids=ids,
+        labels=labels,
+        pooling=pooling,
+        lengths=lengths,
+        model_name=model_name,
+        meta={"backend": backend, "padding_side": padding_side, "batch_size": batch_size},
+    )

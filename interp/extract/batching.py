@@ -1,0 +1,82 @@
+"""Tokenise once, then cut length-sorted, padded batches.
+
+Texts are tokenised one by one exactly as a batch-1 loop would
+(``add_special_tokens=True``, so BOS is kept, no truncation unless asked),
+then grouped into batches of similar length (longest first, so an
+out-of-memory error shows up on the first batch rather than the last), and
+padded on the requested side. ``position_ids`` are computed from the
+attention mask, so left padding does not shift rotary positions: each real
+token gets the position it has when its text runs alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["Tokenized", "Batch", "tokenize", "plan_batches", "collate"]
+
+
+@dataclass(frozen=True)
+class Tokenized:
+    """One text's token ids and which of them are special tokens."""
+
+    input_ids: list[int]
+    special: list[int]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A padded batch. All tensors ``[B, T]``; ``rows`` are text indices."""
+
+    rows: list[int]
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    special_mask: torch.Tensor
+
+
+def tokenize(tokenizer, texts: list[str], max_length: int | None = None) -> list[Tokenized]:
+    """Tokenise each text alone; raise if a text yields no tokens."""
+    out = []
+    for i, text in enumerate(texts):
+        enc = tokenizer(
+            text,
+            add_special_tokens=True,
+            truncation=max_length is not None,
+            max_length=max_length,
+            return_special_tokens_mask=True,
+            return_attention_mask=False,
+        )
+        ids = list(enc["input_ids"])
+        if not ids:
+            raise ValueError(f"text {i} ({text[:40]!r}) tokenises to zero tokens; remove it or add special tokens")
+        out.append(Tokenized(ids, list(enc["special_tokens_mask"])))
+    return out
+
+
+def plan_batches(lengths: list[int], rows: range | list[int], batch_size: int) -> list[list[int]]:
+    """Group ``rows`` into batches of ``batch_size``, longest texts first.
+
+    Ties in length keep text order, so the plan is deterministic.
+    """
+    order = sorted(rows, key=lambda r: (-lengths[r], r))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def collate(tokens: list[Tokenized], rows: list[int], pad_id: int, padding_side: str) -> Batch:
+    """Pad the texts ``rows`` into one batch on ``padding_side``."""
+    width = max(len(tokens[r].input_ids) for r in rows)
+    shape = (len(rows), width)
+    input_ids = torch.full(shape, pad_id, dtype=torch.long)
+    attention = torch.zeros(shape, dtype=torch.long)
+    special = torch.zeros(shape, dtype=torch.long)
+    for b, r in enumerate(rows):
+        n = len(tokens[r].input_ids)
+        cols = slice(0, n) if padding_side == "right" else slice(width - n, width)
+        input_ids[b, cols] = torch.tensor(tokens[r].input_ids)
+        attention[b, cols] = 1
+        special[b, cols] = torch.tensor(tokens[r].special)
+    position_ids = (attention.cumsum(dim=1) - 1).clamp(min=0)
+    return Batch(rows, input_ids, attention, position_ids, special)

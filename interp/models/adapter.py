@@ -1,0 +1,167 @@
+"""Where the parts of a transformer live, per architecture family.
+
+Every analysis in ``interp`` needs the same handful of modules: the list of
+decoder blocks (to hook hidden states, trace attention, freeze layers), the
+token embedding, the final norm, the LM head, and the *backbone* -- the module
+that maps ``input_ids`` to the final normed hidden state without the vocabulary
+projection (the LM head dominates the cost of a small multilingual model, so
+extraction calls the backbone, not the full model).
+
+Rather than special-casing classes, a :class:`Layout` lists dotted attribute
+paths; :func:`get_adapter` returns the first layout whose paths all resolve on
+the model. Unknown architectures fail with an error that names every path it
+tried, so users can see what would have to exist.
+
+Example::
+
+    adapter = get_adapter(model)
+    adapter.n_blocks            # number of decoder blocks, L
+    adapter.n_hidden_states     # L + 1 (index 0 = embedding output)
+    adapter.blocks[3]           # decoder block 3 -> hidden-state index 4
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+__all__ = ["Layout", "ModelAdapter", "LAYOUTS", "get_adapter", "resolve_path"]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Dotted paths (relative to the model) of one architecture family.
+
+    ``backbone`` is the module to call for hidden states without the LM head
+    (``""`` = the model itself, for bare base models). ``lm_head`` may be
+    ``None`` for models that have none.
+    """
+
+    family: str
+    backbone: str
+    blocks: str
+    embed: str
+    final_norm: str
+    lm_head: str | None
+
+
+#: Known layouts, tried in order. Llama, Gemma (1-3), Qwen (2, 2.5, 3),
+#: Mistral, Mixtral, Phi-3, OLMo and most recent decoders share the first one.
+LAYOUTS: tuple[Layout, ...] = (
+    Layout("llama", "model", "model.layers", "model.embed_tokens", "model.norm", "lm_head"),
+    Layout(
+        "llava",
+        "model",
+        "model.language_model.layers",
+        "model.language_model.embed_tokens",
+        "model.language_model.norm",
+        "lm_head",
+    ),
+    Layout(
+        "llava-legacy",
+        "language_model.model",
+        "language_model.model.layers",
+        "language_model.model.embed_tokens",
+        "language_model.model.norm",
+        "language_model.lm_head",
+    ),
+    Layout("gpt2", "transformer", "transformer.h", "transformer.wte", "transformer.ln_f", "lm_head"),
+    Layout(
+        "gpt-neox",
+        "gpt_neox",
+        "gpt_neox.layers",
+        "gpt_neox.embed_in",
+        "gpt_neox.final_layer_norm",
+        "embed_out",
+    ),
+    # Bare base models (e.g. ``LlamaModel``, ``GPT2Model``) passed directly.
+    Layout("llama-base", "", "layers", "embed_tokens", "norm", None),
+    Layout("gpt2-base", "", "h", "wte", "ln_f", None),
+)
+
+
+def resolve_path(root: nn.Module, path: str) -> nn.Module | None:
+    """Return the submodule at dotted ``path`` (``""`` = root), or None."""
+    module: object = root
+    for part in path.split(".") if path else []:
+        module = getattr(module, part, None)
+        if module is None:
+            return None
+    return module if isinstance(module, nn.Module) else None
+
+
+@dataclass(frozen=True)
+class ModelAdapter:
+    """Resolved handles on one model's parts (see module docstring)."""
+
+    model: nn.Module
+    layout: Layout
+    backbone: nn.Module
+    blocks: nn.ModuleList
+    embed: nn.Module
+    final_norm: nn.Module
+    lm_head: nn.Module | None
+
+    @property
+    def family(self) -> str:
+        return self.layout.family
+
+    @property
+    def n_blocks(self) -> int:
+        """Number of decoder blocks ``L``."""
+        return len(self.blocks)
+
+    @property
+    def n_hidden_states(self) -> int:
+        """``L + 1``: hidden-state indices run 0 (embeddings) .. L (after final norm)."""
+        return len(self.blocks) + 1
+
+    def block_path(self, i: int) -> str:
+        """Dotted path of decoder block ``i`` relative to the model."""
+        return f"{self.layout.blocks}.{i}"
+
+    def relative_to_backbone(self, path: str) -> str:
+        """Strip the backbone prefix from a model-relative dotted path."""
+        prefix = self.layout.backbone
+        if not prefix:
+            return path
+        if path != prefix and not path.startswith(prefix + "."):
+            raise ValueError(f"{path!r} is not inside the backbone {prefix!r}")
+        return path[len(prefix) + 1 :]
+
+
+def get_adapter(model: nn.Module) -> ModelAdapter:
+    """Find where ``model``'s blocks, embedding, final norm and LM head live.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``.
+        ValueError: no known layout matches; the message lists the attribute
+            paths that were looked for.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    for layout in LAYOUTS:
+        blocks = resolve_path(model, layout.blocks)
+        if not isinstance(blocks, nn.ModuleList) or len(blocks) == 0:
+            continue
+        backbone = resolve_path(model, layout.backbone)
+        embed = resolve_path(model, layout.embed)
+        norm = resolve_path(model, layout.final_norm)
+        head = resolve_path(model, layout.lm_head) if layout.lm_head else None
+        if backbone is None or embed is None or norm is None:
+            continue
+        if layout.lm_head and head is None:
+            continue
+        return ModelAdapter(model, layout, backbone, blocks, embed, norm, head)
+    tried = "\n".join(
+        f"  {lay.family}: blocks={lay.blocks!r}, embed={lay.embed!r}, "
+        f"final_norm={lay.final_norm!r}, lm_head={lay.lm_head!r}"
+        for lay in LAYOUTS
+    )
+    raise ValueError(
+        f"interp does not know the architecture of {type(model).__name__}: none of these "
+        f"attribute layouts matched:\n{tried}\n"
+        "Pass a Hugging Face causal LM or VLM of a known family, or add a Layout to "
+        "interp.models.adapter.LAYOUTS."
+    )

@@ -1,0 +1,147 @@
+"""Tiny random models and a byte tokenizer, for tests and examples (no download).
+
+* :func:`byte_tokenizer` -- a fast tokenizer over UTF-8 bytes (ids 0-255 are the
+  bytes, then ``<pad>``, ``<bos>``, ``<eos>``, ``<image>``), which prepends
+  ``<bos>`` like Llama/Gemma tokenizers. It covers every script, so the tiny
+  models can be run on the 31-language data.
+* :func:`tiny_llama` -- a ``LlamaForCausalLM`` with a few blocks.
+* :func:`tiny_llava` -- a ``LlavaForConditionalGeneration``: CLIP vision tower +
+  Llama text model, with ``<image>`` as its image token.
+
+All are deterministic for a given ``seed``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["byte_tokenizer", "tiny_llama", "tiny_llava", "BYTE_VOCAB_SIZE"]
+
+_SPECIALS = ("<pad>", "<bos>", "<eos>", "<image>")
+#: Vocabulary size of :func:`byte_tokenizer`: 256 bytes + 4 special tokens.
+BYTE_VOCAB_SIZE = 256 + len(_SPECIALS)
+
+
+def byte_tokenizer():
+    """A ``PreTrainedTokenizerFast`` over UTF-8 bytes that prepends ``<bos>``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    byte_chars = sorted(alphabet, key=lambda ch: _byte_of(ch))
+    vocab = {ch: i for i, ch in enumerate(byte_chars)}
+    for j, special in enumerate(_SPECIALS):
+        vocab[special] = 256 + j
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=None))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    core.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", vocab["<bos>"])]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        additional_special_tokens=["<image>"],
+    )
+    tokenizer.add_bos_token = True
+    return tokenizer
+
+
+def _byte_of(ch: str) -> int:
+    """Inverse of GPT-2's byte-to-unicode map (used to order the byte alphabet)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    if ord(ch) in printable:
+        return ord(ch)
+    missing = [b for b in range(256) if b not in printable]
+    return missing[ord(ch) - 256]
+
+
+def tiny_llama(
+    n_layers: int = 4,
+    d_model: int = 64,
+    n_heads: int = 4,
+    n_kv_heads: int = 2,
+    vocab_size: int = BYTE_VOCAB_SIZE,
+    seed: int = 0,
+    attn_implementation: str = "sdpa",
+) -> nn.Module:
+    """A randomly initialised ``LlamaForCausalLM`` (eval mode, float32)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=d_model,
+        intermediate_size=2 * d_model,
+        num_hidden_layers=n_layers,
+        num_attention_heads=n_heads,
+        num_key_value_heads=n_kv_heads,
+        max_position_embeddings=2048,
+        bos_token_id=257,
+        eos_token_id=258,
+        pad_token_id=256,
+        tie_word_embeddings=False,
+        attn_implementation=attn_implementation,
+    )
+    config.architectures = ["LlamaForCausalLM"]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    return model.eval()
+
+
+def tiny_llava(
+    n_layers: int = 2,
+    d_model: int = 64,
+    n_heads: int = 4,
+    image_size: int = 56,
+    patch_size: int = 14,
+    seed: int = 0,
+    attn_implementation: str = "sdpa",
+) -> nn.Module:
+    """A randomly initialised LLaVA: CLIP vision tower + Llama text model.
+
+    The patch grid is ``(image_size // patch_size)²`` image tokens per image
+    (4×4 = 16 by default); the image token id is ``<image>`` of
+    :func:`byte_tokenizer`. Use ``attn_implementation="eager"`` where attention
+    weights from ``output_attentions`` are needed.
+    """
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    text = LlamaConfig(
+        vocab_size=BYTE_VOCAB_SIZE,
+        hidden_size=d_model,
+        intermediate_size=2 * d_model,
+        num_hidden_layers=n_layers,
+        num_attention_heads=n_heads,
+        num_key_value_heads=n_heads,
+        max_position_embeddings=2048,
+        bos_token_id=257,
+        eos_token_id=258,
+        pad_token_id=256,
+    )
+    vision = CLIPVisionConfig(
+        hidden_size=d_model,
+        intermediate_size=2 * d_model,
+        num_hidden_layers=2,
+        num_attention_heads=n_heads,
+        image_size=image_size,
+        patch_size=patch_size,
+        projection_dim=d_model,
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=256 + _SPECIALS.index("<image>"),
+        image_seq_length=(image_size // patch_size) ** 2,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-2,
+        attn_implementation=attn_implementation,
+    )
+    config.architectures = ["LlavaForConditionalGeneration"]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlavaForConditionalGeneration(config)
+    return model.eval()
