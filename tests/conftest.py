@@ -1,0 +1,44 @@
+"""Shared fixtures. Everything runs offline: tiny random models built from configs,
+and the embedded gemma-3-270m (loaded once per session, cached on disk)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from interp.models import byte_tokenizer, load_model, tiny_llama  # noqa: E402
+
+UDHR_PATH = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "udhr30.jsonl")
+
+TEXTS = [
+    "All human beings are born free and equal in dignity and rights.",
+    "Tous les êtres humains naissent libres et égaux en dignité et en droits.",
+    "人人生而自由，在尊严和权利上一律平等。",
+    "Hi",
+    "Все люди рождаются свободными и равными в своем достоинстве и правах.",
+    "Alle Menschen sind frei und gleich an Würde und Rechten geboren.",
+    "x",
+    "Semua orang dilahirkan merdeka dan mempunyai martabat dan hak-hak yang sama.",
+    "すべての人間は、生まれながらにして自由であり、かつ、尊厳と権利とについて平等である。",
+]
+
+
+@pytest.fixture(scope="session")
+def tok():
+    return byte_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def llama():
+    return tiny_llama(n_layers=4, d_model=64, seed=0)
+
+
+@pytest.fixture(scope="session")
+def gemma():
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    return load_model("gemma-3-270m")
