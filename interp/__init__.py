@@ -12,7 +12,7 @@ Importing interp has no side effects: nnsight and transformer_lens are only
 imported when their backend is used.
 """
 
-from interp.extract import Activations, ActivationStore, extract
+from interp.extraction import Activations, ActivationStore, extract
 from interp.models import DEFAULT_MODEL, get_adapter, load_model
 
 __version__ = "0.1.0"

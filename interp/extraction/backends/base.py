@@ -3,7 +3,7 @@
 A backend is a context manager built from ``(model, adapter, layers)``.
 Entering it makes whatever changes its library needs (hooks, a TransformerLens
 bridge, an nnsight envoy) inside :func:`interp.models.guard.preserved`;
-calling it on a :class:`~interp.extract.batching.Batch` returns
+calling it on a :class:`~interp.extraction.batching.Batch` returns
 ``{hidden_state_index: [B, T, D] tensor}`` for exactly the requested indices;
 leaving it undoes every change, also after an exception.
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from interp.extract.batching import Batch
+from interp.extraction.batching import Batch
 from interp.models.adapter import ModelAdapter
 from interp.models.guard import preserved
 

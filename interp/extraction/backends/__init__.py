@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from interp.extract.backends.base import Backend
+from interp.extraction.backends.base import Backend
 
 __all__ = ["BACKENDS", "get_backend", "Backend"]
 
 #: backend name -> "module:class", imported on first use (nnsight and
 #: transformer_lens are heavy and nnsight patches globals on import).
 BACKENDS: dict[str, str] = {
-    "hf": "interp.extract.backends.hf:HFBackend",
-    "transformer_lens": "interp.extract.backends.transformer_lens:TransformerLensBackend",
-    "nnsight": "interp.extract.backends.nnsight:NNsightBackend",
+    "hf": "interp.extraction.backends.hf:HFBackend",
+    "transformer_lens": "interp.extraction.backends.transformer_lens:TransformerLensBackend",
+    "nnsight": "interp.extraction.backends.nnsight:NNsightBackend",
 }
 
 

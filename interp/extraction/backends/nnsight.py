@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from interp.extract.backends.base import Backend, first_tensor
+from interp.extraction.backends.base import Backend, first_tensor
 
 __all__ = ["NNsightBackend"]
 

@@ -33,7 +33,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from interp.extract.activations import Activations
+from interp.extraction.activations import Activations
 
 __all__ = ["ActivationStore", "StoreError", "FORMAT"]
 

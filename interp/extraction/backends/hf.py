@@ -11,7 +11,7 @@ from functools import partial
 
 import torch
 
-from interp.extract.backends.base import Backend, first_tensor
+from interp.extraction.backends.base import Backend, first_tensor
 
 __all__ = ["HFBackend"]
 

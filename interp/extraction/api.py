@@ -5,7 +5,7 @@ are known to be good) -> tokenise each text alone -> cut the corpus into
 shards of ``shard_size`` texts, and each shard into length-sorted padded
 batches -> run the backend (hooks / TransformerLens / nnsight) -> pool per
 layer in float32 -> keep in memory, or commit each shard to an
-:class:`~interp.extract.store.ActivationStore` when ``store=`` is given.
+:class:`~interp.extraction.store.ActivationStore` when ``store=`` is given.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from interp.extract.activations import Activations
-from interp.extract.backends import check_backend, get_backend
-from interp.extract.batching import Tokenized, collate, plan_batches, tokenize
-from interp.extract.pooling import check_pooling, pool
-from interp.extract.store import ActivationStore
+from interp.extraction.activations import Activations
+from interp.extraction.backends import check_backend, get_backend
+from interp.extraction.batching import Tokenized, collate, plan_batches, tokenize
+from interp.extraction.pooling import check_pooling, pool
+from interp.extraction.store import ActivationStore
 from interp.models.adapter import ModelAdapter, get_adapter
 
 __all__ = ["extract", "resolve_layers", "model_digest"]
@@ -202,6 +202,14 @@ def extract(
     ids = _check_metadata("ids", ids, len(texts)) or list(range(len(texts)))
     labels = _check_metadata("labels", labels, len(texts))
     tokens = tokenize(tokenizer, texts, max_length)
+    if pooling == "mean_no_special":
+        empty = [i for i, t in enumerate(tokens) if all(t.special)]
+        if empty:
+            raise ValueError(
+                f"pooling='mean_no_special' needs a non-special token, but text {empty[0]} "
+                f"({texts[empty[0]][:40]!r}) has only special tokens ({len(empty)} such texts); "
+                "drop them or use pooling='mean'"
+            )
     model_name = str(getattr(model, "name_or_path", "") or type(model).__name__)
 
     n = len(texts)

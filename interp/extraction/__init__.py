@@ -6,10 +6,10 @@ Data flow: :mod:`.batching` (tokenise, length-sorted padded batches) ->
 or an :class:`.ActivationStore` on disk. :func:`extract` ties them together.
 """
 
-from interp.extract.activations import Activations
-from interp.extract.api import extract, resolve_layers
-from interp.extract.backends import BACKENDS
-from interp.extract.pooling import POOLINGS
-from interp.extract.store import ActivationStore, StoreError
+from interp.extraction.activations import Activations
+from interp.extraction.api import extract, resolve_layers
+from interp.extraction.backends import BACKENDS
+from interp.extraction.pooling import POOLINGS
+from interp.extraction.store import ActivationStore, StoreError
 
 __all__ = ["Activations", "ActivationStore", "BACKENDS", "POOLINGS", "StoreError", "extract", "resolve_layers"]

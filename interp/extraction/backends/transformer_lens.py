@@ -30,7 +30,7 @@ from functools import partial
 
 import torch
 
-from interp.extract.backends.base import Backend
+from interp.extraction.backends.base import Backend
 
 __all__ = ["TransformerLensBackend", "tl_hook_name"]
 
