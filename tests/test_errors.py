@@ -43,7 +43,8 @@ def test_unknown_architecture(tok, tmp_path):
             super().__init__()
             self.encoder = nn.ModuleList([nn.Linear(4, 4)])
 
-    with pytest.raises(ValueError, match=r"(?s)does not know the architecture of Mystery.*model\.layers.*transformer\.h"):
+    expected = r"(?s)does not know the architecture of Mystery.*model\.layers.*transformer\.h"
+    with pytest.raises(ValueError, match=expected):
         get_adapter(Mystery())
     with pytest.raises(ValueError, match="does not know the architecture"):
         interp.extract(Mystery(), tok, ["x"], store=tmp_path / "s", progress=False)

@@ -34,8 +34,14 @@ def test_tiny_llama_parity(llama, tok, backend, pooling):
     for batch_size in (1, 7):
         for side in ("left", "right"):
             acts = interp.extract(
-                llama, tok, TEXTS, pooling=pooling, backend=backend, batch_size=batch_size,
-                padding_side=side, progress=False,
+                llama,
+                tok,
+                TEXTS,
+                pooling=pooling,
+                backend=backend,
+                batch_size=batch_size,
+                padding_side=side,
+                progress=False,
             )
             assert acts.tensor.dtype == torch.float32 and acts.tensor.device.type == "cpu"
             assert acts.layers == list(range(5))
@@ -57,8 +63,14 @@ def test_gemma_parity(gemma, backend):
         for batch_size in (1, 7):
             for side in ("left", "right"):
                 acts = interp.extract(
-                    model, tokenizer, TEXTS, pooling=pooling, backend=backend, batch_size=batch_size,
-                    padding_side=side, progress=False,
+                    model,
+                    tokenizer,
+                    TEXTS,
+                    pooling=pooling,
+                    backend=backend,
+                    batch_size=batch_size,
+                    padding_side=side,
+                    progress=False,
                 )
                 assert acts.tensor.shape[0] == 19 and acts.d_model == 640
                 diff, scale = _max_error(acts, ref, pooling)

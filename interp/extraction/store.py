@@ -96,7 +96,8 @@ class ActivationStore:
         with open(self.manifest_path, encoding="utf-8") as handle:
             manifest = json.load(handle)
         if manifest.get("format") != FORMAT:
-            raise StoreError(f"{self.manifest_path} is not an interp activation store (format {manifest.get('format')!r})")
+            found = manifest.get("format")
+            raise StoreError(f"{self.manifest_path} is not an interp activation store (format {found!r})")
         return manifest
 
     def shard_path(self, index: int) -> Path:
@@ -112,9 +113,7 @@ class ActivationStore:
         existing = self.manifest()
         if existing is None:
             if self.path.exists() and any(self.path.iterdir()):
-                raise StoreError(
-                    f"{self.path} exists and is not an activation store; choose an empty or new directory"
-                )
+                raise StoreError(f"{self.path} exists and is not an activation store; choose an empty or new directory")
             self.path.mkdir(parents=True, exist_ok=True)
             _write_json_atomic(self.manifest_path, {"format": FORMAT, **header, "committed": {}, "complete": False})
             return set()
@@ -137,7 +136,8 @@ class ActivationStore:
             if not path.is_file():
                 warnings.warn(f"activation store: shard {key} is missing from disk; recomputing it", stacklevel=3)
             elif _sha256(path) != entry["sha256"]:
-                warnings.warn(f"activation store: shard {key} is corrupt (SHA-256 mismatch); recomputing it", stacklevel=3)
+                message = f"activation store: shard {key} is corrupt (SHA-256 mismatch); recomputing it"
+                warnings.warn(message, stacklevel=3)
             else:
                 good.add(int(key))
         return good
@@ -194,7 +194,7 @@ class ActivationStore:
             with safe_open(str(path), framework="pt") as handle:
                 hidden = handle.get_tensor("hidden")
                 parts.append(hidden[rows] if rows != list(range(len(all_layers))) else hidden)
-                if "lengths" in handle.keys():
+                if "lengths" in handle.keys():  # noqa: SIM118 (safe_open has no __contains__)
                     lengths.append(handle.get_tensor("lengths"))
         return Activations(
             tensor=torch.cat(parts, dim=1),

@@ -73,7 +73,7 @@ LAYOUTS: tuple[Layout, ...] = (
         "gpt_neox.layers",
         "gpt_neox.embed_in",
         "gpt_neox.final_layer_norm",
-        "embed_out",
+        "lm_head",
     ),
     # Bare base models (e.g. ``LlamaModel``, ``GPT2Model``) passed directly.
     Layout("llama-base", "", "layers", "embed_tokens", "norm", None),

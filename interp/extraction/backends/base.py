@@ -19,6 +19,8 @@ recorded (baukit's ``stop=True``), so the LM head is never computed.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -104,10 +106,8 @@ class Backend:
             "attention_mask": batch.attention_mask.to(self.device),
             "position_ids": batch.position_ids.to(self.device),
         }
-        try:
+        with contextlib.suppress(StopForward):  # raised once the last requested state is recorded
             self.forward(inputs)
-        except StopForward:
-            pass
         return self.recorder.take()
 
     # -- subclass API -------------------------------------------------------

@@ -60,9 +60,7 @@ class TransformerLensBackend(Backend):
         tokenizer = copy.deepcopy(self.tokenizer)
         tokenizer.init_kwargs["name_or_path"] = self._tmp.name
         tokenizer.init_kwargs["add_bos_token"] = True
-        self.bridge = TransformerBridge.boot_transformers(
-            self._tmp.name, hf_model=self.model, tokenizer=tokenizer
-        )
+        self.bridge = TransformerBridge.boot_transformers(self._tmp.name, hf_model=self.model, tokenizer=tokenizer)
         n_blocks = self.adapter.n_blocks
         hooks = [(tl_hook_name(i, n_blocks), partial(self._on_hook, i)) for i in self.layers]
         self._hooks = self.bridge.hooks(fwd_hooks=hooks)

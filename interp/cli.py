@@ -1,0 +1,100 @@
+"""Command line: ``interp demo`` (the main job) and ``interp extract``.
+
+``interp demo`` loads the embedded offline default model, extracts mean-pooled
+hidden states of a few parallel sentences from every layer and prints their
+shape. ``interp extract`` runs a corpus (one text per line, or JSONL rows with
+``text`` and optional ``id``/``lang``) into a resumable activation store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+DEMO_SENTENCES = [
+    "All human beings are born free and equal in dignity and rights.",
+    "Tous les êtres humains naissent libres et égaux en dignité et en droits.",
+    "Alle Menschen sind frei und gleich an Würde und Rechten geboren.",
+    "Todos los seres humanos nacen libres e iguales en dignidad y derechos.",
+    "人人生而自由，在尊严和权利上一律平等。",
+]
+
+
+def _read_corpus(path: Path) -> tuple[list[str], list, list | None]:
+    if path.suffix == ".jsonl":
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        missing = [i for i, r in enumerate(rows) if "text" not in r]
+        if missing:
+            raise SystemExit(f"{path}: rows {missing[:5]} have no 'text' field")
+        ids = [r.get("id", i) for i, r in enumerate(rows)]
+        labels = [r["lang"] for r in rows] if all("lang" in r for r in rows) else None
+        return [r["text"] for r in rows], ids, labels
+    texts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return texts, list(range(len(texts))), None
+
+
+def _parse_layers(value: str):
+    return "all" if value == "all" else [int(x) for x in value.split(",")]
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import interp
+
+    model, tokenizer = interp.load_model(args.model)
+    acts = interp.extract(model, tokenizer, DEMO_SENTENCES, pooling=args.pooling, backend=args.backend)
+    print(acts)
+    print(f"shape: {tuple(acts.tensor.shape)}  (hidden-state indices x sentences x d_model)")
+    return 0
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    import interp
+
+    texts, ids, labels = _read_corpus(Path(args.input))
+    model, tokenizer = interp.load_model(args.model)
+    acts = interp.extract(
+        model,
+        tokenizer,
+        texts,
+        layers=_parse_layers(args.layers),
+        pooling=args.pooling,
+        backend=args.backend,
+        batch_size=args.batch_size,
+        ids=ids,
+        labels=labels,
+        store=args.out,
+        shard_size=args.shard_size,
+    )
+    print(acts)
+    print(f"stored in {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="interp", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--model", default="gemma-3-270m", help="HF id/path or 'gemma-3-270m' (embedded, offline)")
+    common.add_argument("--backend", default="hf", choices=["hf", "transformer_lens", "nnsight"])
+    common.add_argument("--pooling", default="mean", choices=["mean", "mean_no_special", "last", "none"])
+    demo = sub.add_parser("demo", parents=[common], help="extract hidden states of 5 sentences; print the shape")
+    demo.set_defaults(func=cmd_demo)
+    ext = sub.add_parser("extract", parents=[common], help="extract a corpus into a resumable store")
+    ext.add_argument("--input", required=True, help="text file (one text per line) or JSONL with 'text'")
+    ext.add_argument("--out", required=True, help="store directory (re-run to resume)")
+    ext.add_argument("--layers", default="all", help="'all' or comma-separated hidden-state indices")
+    ext.add_argument("--batch-size", type=int, default=16)
+    ext.add_argument("--shard-size", type=int, default=1024)
+    ext.set_defaults(func=cmd_extract)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
