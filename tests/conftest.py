@@ -13,7 +13,6 @@ import torch  # noqa: E402
 
 from interp.models import byte_tokenizer, load_model, tiny_llama  # noqa: E402
 
-UDHR_PATH = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "udhr30.jsonl")
 
 TEXTS = [
     "All human beings are born free and equal in dignity and rights.",
