@@ -86,17 +86,25 @@ def main() -> None:
     texts = load_sentences(args.data, args.n)
     n_tokens = sum(len(tokenizer(t)["input_ids"]) for t in texts)
     per_k = 1000 / n_tokens
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
-          f"{torch.get_num_threads()}, torch {torch.__version__}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
+        f"{torch.get_num_threads()}, torch {torch.__version__}"
+    )
     print(f"corpus: {len(texts)} UDHR sentences, {n_tokens} tokens (mean {n_tokens / len(texts):.1f})")
 
     plain_forward(model, tokenizer, texts[:16], args.batch_size)  # warm-up
-    results = {"(a) plain batched forward": timed(
-        lambda: plain_forward(model, tokenizer, texts, args.batch_size), args.repeats)}
+    results = {
+        "(a) plain batched forward": timed(
+            lambda: plain_forward(model, tokenizer, texts, args.batch_size), args.repeats
+        )
+    }
     for backend in ("hf", "transformer_lens", "nnsight"):
         results[f"(b) interp.extract[{backend}]"] = timed(
-            lambda b=backend: interp.extract(model, tokenizer, texts, backend=b, batch_size=args.batch_size,
-                                             progress=False), args.repeats)
+            lambda b=backend: interp.extract(
+                model, tokenizer, texts, backend=b, batch_size=args.batch_size, progress=False
+            ),
+            args.repeats,
+        )
     results["(c) official-style loop"] = timed(lambda: official_loop(model, tokenizer, texts), 1)
 
     base = results["(a) plain batched forward"]

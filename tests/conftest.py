@@ -13,7 +13,6 @@ import torch  # noqa: E402
 
 from interp.models import byte_tokenizer, load_model, tiny_llama  # noqa: E402
 
-
 TEXTS = [
     "All human beings are born free and equal in dignity and rights.",
     "Tous les êtres humains naissent libres et égaux en dignité et en droits.",

@@ -102,8 +102,9 @@ def embedded_model_dir(progress: bool = True) -> Path:
             state.pop("lm_head.weight", None)  # re-tied on load
         save_file(state, str(build / "model.safetensors"), metadata={"format": "pt"})
         tokenizer.save_pretrained(build)
-        if target.exists():  # a concurrent builder won; keep theirs
+        if (target / "model.safetensors").is_file():  # a concurrent builder won; keep theirs
             return target
+        shutil.rmtree(target, ignore_errors=True)  # an incomplete cache from an older version
         os.replace(build, target)
     return target
 
