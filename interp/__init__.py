@@ -14,7 +14,18 @@ imported when their backend is used.
 
 from interp.extraction import Activations, ActivationStore, extract
 from interp.models import DEFAULT_MODEL, get_adapter, load_model
+from interp.neighbors import knn, neighbor_labels
 
 __version__ = "0.1.0"
 
-__all__ = ["Activations", "ActivationStore", "DEFAULT_MODEL", "extract", "get_adapter", "load_model", "__version__"]
+__all__ = [
+    "Activations",
+    "ActivationStore",
+    "DEFAULT_MODEL",
+    "__version__",
+    "extract",
+    "get_adapter",
+    "knn",
+    "load_model",
+    "neighbor_labels",
+]

@@ -1,0 +1,11 @@
+"""Exact k-nearest-neighbour engine over hidden states.
+
+:func:`knn` (exported as ``interp.knn``) is the entry point; stage-1 backends
+live in :mod:`.blocked` (torch), :mod:`.triton_kernel` and :mod:`.faiss_backend`,
+the exact re-rank in :mod:`.exact`, label helpers in :mod:`.labels`.
+"""
+
+from interp.neighbors.api import KNN_BACKENDS, METRICS, knn
+from interp.neighbors.labels import encode_labels, neighbor_labels
+
+__all__ = ["KNN_BACKENDS", "METRICS", "encode_labels", "knn", "neighbor_labels"]

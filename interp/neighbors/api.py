@@ -1,0 +1,174 @@
+"""``interp.knn``: exact k nearest neighbours, batched over layers, on any backend.
+
+Every backend runs the same two stages (see :mod:`.exact`):
+
+* stage 1 proposes ``kc = min(2k + 8, available)`` candidates per point from
+  approximate distances -- :mod:`.blocked` (torch, CPU/GPU), :mod:`.triton_kernel`
+  (fused Triton kernel, GPU or ``TRITON_INTERPRET=1``), :mod:`.faiss_backend`;
+* stage 2 re-ranks them exactly in float64, certifies each row and falls back to
+  brute force for the rows it cannot certify.
+
+So every backend returns the same neighbours: sorted by (distance, index), ties
+to the lower index, self excluded by index (duplicates of a point are still
+its neighbours).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from interp.neighbors.exact import rerank
+
+__all__ = ["knn", "KNNStats", "METRICS", "KNN_BACKENDS"]
+
+METRICS = ("cosine", "euclidean")
+KNN_BACKENDS = ("auto", "torch", "triton", "faiss")
+PRECISIONS = ("ieee", "tf32", "bf16")
+
+
+@dataclass
+class KNNStats:
+    """What the last :func:`knn` call did (``interp.neighbors.api.last_stats``)."""
+
+    backend: str
+    n_candidates: int
+    fallback_rows: int
+
+
+last_stats: KNNStats | None = None
+
+
+def _as_tensor(name: str, x) -> torch.Tensor:
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(x).__name__}")
+    if not x.dtype.is_floating_point:
+        raise TypeError(f"{name} must be floating point, got {x.dtype}; cast it with .float()")
+    if x.ndim not in (2, 3):
+        raise ValueError(f"{name} must be [N, D] or [B, N, D], got shape {tuple(x.shape)}")
+    if x.shape[-1] == 0 or x.shape[-2] == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
+    if not torch.isfinite(x).all():
+        bad = (~torch.isfinite(x)).nonzero()[0].tolist()
+        raise ValueError(f"{name} contains NaN or Inf (first at index {bad}); clean the inputs before kNN")
+    return x
+
+
+def _available_backends(device: torch.device) -> str:
+    if device.type == "cuda":
+        try:
+            import triton  # noqa: F401
+
+            return "triton"
+        except ImportError:
+            return "torch"
+    return "torch"
+
+
+def knn(
+    X,
+    k: int,
+    metric: str = "cosine",
+    exclude_self: bool | None = None,
+    backend: str = "auto",
+    *,
+    queries=None,
+    precision: str = "ieee",
+    block: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact k nearest neighbours of every point (or of ``queries``) among ``X``.
+
+    Args:
+        X: ``[N, D]`` or ``[B, N, D]`` (B independent problems, e.g. layers);
+            torch tensor or numpy array, any float dtype, CPU or CUDA.
+        k: neighbours per point, ``1 <= k <= N - 1`` with self-exclusion
+            (``<= N`` without).
+        metric: ``"cosine"`` (``1 - cos``; a zero vector is at distance 1 from
+            every point) or ``"euclidean"``.
+        exclude_self: remove point i from its own neighbours, *by index*
+            (duplicates of i are still returned). Default: True for
+            self-search, False when ``queries`` is given (then True means query
+            i is point i and must not match it).
+        backend: ``"auto"`` (Triton on CUDA when installed, else torch),
+            ``"torch"``, ``"triton"``, ``"faiss"``.
+        queries: optional ``[M, D]`` / ``[B, M, D]`` points to search for.
+        precision: stage-1 arithmetic, ``"ieee"`` (fp32), ``"tf32"`` or
+            ``"bf16"`` (GPU speed); results stay exact (stage 2).
+        block: tile size of stage 1 (default: backend's choice). Results do
+            not depend on it.
+
+    Returns:
+        ``(indices, distances)``: ``[..., M, k]`` int64 and float32, each row
+        sorted by (distance, index).
+    """
+    global last_stats
+    X = _as_tensor("X", X)
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; choose 'cosine' or 'euclidean'")
+    if backend not in KNN_BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(map(repr, KNN_BACKENDS))}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(map(repr, PRECISIONS))}")
+    Q = None if queries is None else _as_tensor("queries", queries)
+    if Q is not None:
+        if Q.ndim != X.ndim or Q.shape[-1] != X.shape[-1] or (X.ndim == 3 and Q.shape[0] != X.shape[0]):
+            raise ValueError(f"queries {tuple(Q.shape)} do not match X {tuple(X.shape)} (same D and batch B)")
+        if Q.device != X.device:
+            raise ValueError(f"queries are on {Q.device} but X is on {X.device}")
+    if exclude_self is None:
+        exclude_self = Q is None
+    if exclude_self and Q is not None and Q.shape[-2] != X.shape[-2]:
+        raise ValueError(
+            f"exclude_self with queries means query i is point i, but there are {Q.shape[-2]} queries "
+            f"and {X.shape[-2]} points; pass exclude_self=False"
+        )
+    n = X.shape[-2]
+    n_available = n - int(exclude_self)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n_available:
+        raise ValueError(
+            f"k must be an int in [1, {n_available}] for {n} points"
+            + (" with self-exclusion" if exclude_self else "")
+            + f", got {k!r}"
+        )
+    k = int(k)
+    if block is not None and (not isinstance(block, int) or block < 1):
+        raise ValueError(f"block must be a positive int, got {block!r}")
+    chosen = _available_backends(X.device) if backend == "auto" else backend
+    kc = min(n_available, 2 * k + 8)
+
+    batched = X.ndim == 3
+    Xs = X if batched else X.unsqueeze(0)
+    Qs = None if Q is None else (Q if batched else Q.unsqueeze(0))
+    out_i, out_d, fallback = [], [], 0
+    if chosen == "triton":
+        from interp.neighbors.triton_kernel import triton_candidates
+
+        cand_all, approx_all = triton_candidates(Xs, Qs, kc, metric, exclude_self, precision, block)
+    for b in range(Xs.shape[0]):
+        points = Xs[b]
+        query = points if Qs is None else Qs[b]
+        if chosen == "triton":
+            cand, approx = cand_all[b], approx_all[b]
+        elif chosen == "torch":
+            from interp.neighbors.blocked import blocked_candidates
+
+            if precision != "ieee":
+                raise ValueError("precision='tf32'/'bf16' is for backend='triton'; the torch backend computes in fp32")
+            cand, approx = blocked_candidates(points, None if Qs is None else query, kc, metric, exclude_self,
+                                              block or 2048)
+        else:
+            from interp.neighbors.faiss_backend import faiss_candidates
+
+            cand, approx = faiss_candidates(points, None if Qs is None else query, kc, metric, exclude_self)
+        self_index = torch.arange(query.shape[0], device=query.device) if exclude_self else None
+        idx, dist, n_fb = rerank(query, points, cand, approx, k, metric, self_index, precision)
+        out_i.append(idx)
+        out_d.append(dist)
+        fallback += n_fb
+    last_stats = KNNStats(chosen, kc, fallback)
+    indices, distances = torch.stack(out_i), torch.stack(out_d)
+    return (indices, distances) if batched else (indices[0], distances[0])

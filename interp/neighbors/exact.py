@@ -1,0 +1,165 @@
+"""Stage 2 of every backend: exact re-rank of candidates, with a certificate.
+
+Stage 1 (a blocked GEMM, a Triton kernel, FAISS) proposes for each query the
+``kc`` points with the smallest *approximate* distance (float32, TF32 or bf16
+arithmetic). This module makes the answer exact:
+
+1. **Re-rank.** The candidates' distances are recomputed in float64 from the
+   inputs (``1 - x·y / (|x| |y|)`` or ``|x - y|``), rounded to float32 -- the
+   distances returned -- and ordered by (distance, index): ties go to the
+   lower index, deterministically.
+2. **Certificate.** Stage 1's error is bounded by ``tol`` (from the dimension
+   and the arithmetic, see :func:`stage1_tolerance`). Every point that is not a
+   candidate has an approximate distance >= the largest candidate's, so its
+   true distance is >= ``max_candidate_approx - tol``. If that is larger than
+   the k-th exact distance (plus one float32 ulp, so no tie can hide), the
+   row's k neighbours are provably the exact ones.
+3. **Fallback.** Rows without a certificate (massive exact ties, dense
+   near-ties at the candidate boundary) are recomputed by brute force in
+   float64 against all points, in memory-bounded chunks.
+
+Distances: cosine ``1 - cos`` (a zero vector is at distance 1 from every
+point, itself included) or euclidean ``|x - y|``. Stage-1 "approximate
+distance" is ``1 - cos`` for cosine and the *squared* distance for euclidean.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["exact_distances", "rerank", "stage1_tolerance", "brute_force_rows"]
+
+_UNIT_ROUNDOFF = {"ieee": 2.0**-24, "tf32": 2.0**-11, "bf16": 2.0**-8}
+_CHUNK_BYTES = 1 << 27  # 128 MB of float64 work per chunk
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    norms = x.norm(dim=-1, keepdim=True)
+    return torch.where(norms > 0, x / norms.clamp_min(torch.finfo(x.dtype).tiny), torch.zeros_like(x))
+
+
+def stage1_tolerance(
+    queries: torch.Tensor, points: torch.Tensor, metric: str, precision: str = "ieee"
+) -> torch.Tensor:
+    """Bound on |approximate - exact| stage-1 distance, per query: ``[M]`` float64.
+
+    Worst-case rounding analysis of a dot product of length D: inputs rounded
+    to the arithmetic's unit roundoff ``u_in``, accumulated in float32
+    (``u = 2^-24``): ``|err(x·y)| <= (2 u_in + (D + 4) u) |x| |y|``. Cosine
+    uses unit vectors; euclidean ``|x|² + |y|² - 2 x·y`` doubles the product
+    term and adds the rounding of the norms.
+    """
+    d = queries.shape[-1]
+    u = _UNIT_ROUNDOFF["ieee"]
+    u_in = _UNIT_ROUNDOFF[precision]
+    per_product = 2 * u_in + (d + 4) * u
+    if metric == "cosine":
+        return torch.full((queries.shape[0],), 2 * per_product + 8 * u, dtype=torch.float64)
+    q2 = queries.double().pow(2).sum(-1)
+    p2_max = points.double().pow(2).sum(-1).max()
+    return 2 * per_product * (q2 * p2_max).sqrt() + (d + 4) * u * (q2 + p2_max) + 8 * u * (q2 + p2_max)
+
+
+def exact_distances(queries: torch.Tensor, points: torch.Tensor, index: torch.Tensor, metric: str) -> torch.Tensor:
+    """float64 distances from ``queries[i]`` to ``points[index[i, j]]``: ``[M, kc]``.
+
+    Cosine returns ``1 - cos``; euclidean returns the *squared* distance (the
+    caller takes the square root once, after ranking).
+    """
+    out = torch.empty(index.shape, dtype=torch.float64, device=queries.device)
+    width = max(1, index.shape[1])
+    rows = max(1, _CHUNK_BYTES // (8 * width * queries.shape[1]))
+    for start in range(0, index.shape[0], rows):
+        q = queries[start : start + rows].double()
+        p = points[index[start : start + rows]].double()  # [r, kc, D]
+        if metric == "cosine":
+            out[start : start + rows] = 1.0 - torch.einsum("rd,rkd->rk", _unit(q), _unit(p))
+        else:
+            out[start : start + rows] = (q.unsqueeze(1) - p).pow(2).sum(-1)
+    return out
+
+
+def _order(dist64: torch.Tensor, index: torch.Tensor, metric: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sort each row by (float32 distance, index); return (index, float32 dist, float64 dist)."""
+    final = (dist64.clamp_min(0).sqrt() if metric == "euclidean" else dist64).float()
+    by_index = torch.argsort(index, dim=1, stable=True)
+    index, final, dist64 = index.gather(1, by_index), final.gather(1, by_index), dist64.gather(1, by_index)
+    by_dist = torch.argsort(final, dim=1, stable=True)
+    return index.gather(1, by_dist), final.gather(1, by_dist), dist64.gather(1, by_dist)
+
+
+def brute_force_rows(
+    queries: torch.Tensor, points: torch.Tensor, k: int, metric: str, self_index: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact kNN of ``queries`` among all ``points``, in float64, chunked.
+
+    A float64 GEMM (error ~1e-16, far below a float32 ulp) picks the ``k + 8``
+    closest points per query with index tie-breaking; they are then measured
+    and ordered exactly like stage-2 candidates, so both paths return
+    bit-identical values. ``self_index[i]`` (or -1) is excluded.
+    Returns ``([M, k] int64, [M, k] float32)``.
+    """
+    n = points.shape[0]
+    p = points.double()
+    p_unit = _unit(p) if metric == "cosine" else None
+    p2 = p.pow(2).sum(-1)
+    width = min(n - (0 if self_index is None else 1), k + 8)  # self sorts last (inf): never taken
+    rows = max(1, _CHUNK_BYTES // (8 * n))
+    out_idx, out_dist = [], []
+    for start in range(0, queries.shape[0], rows):
+        q = queries[start : start + rows].double()
+        d = 1.0 - _unit(q) @ p_unit.T if metric == "cosine" else q.pow(2).sum(-1, keepdim=True) + p2 - 2 * q @ p.T
+        if self_index is not None:
+            s = self_index[start : start + rows]
+            valid = s >= 0
+            d[valid.nonzero().squeeze(1), s[valid]] = float("inf")
+        candidates = torch.argsort(d.float(), dim=1, stable=True)[:, :width]
+        dist64 = exact_distances(queries[start : start + rows], points, candidates, metric)
+        index, final, _ = _order(dist64, candidates, metric)
+        out_idx.append(index[:, :k])
+        out_dist.append(final[:, :k])
+    return torch.cat(out_idx), torch.cat(out_dist)
+
+
+def rerank(
+    queries: torch.Tensor,
+    points: torch.Tensor,
+    candidates: torch.Tensor,
+    approx: torch.Tensor,
+    k: int,
+    metric: str,
+    self_index: torch.Tensor | None,
+    precision: str = "ieee",
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Exact top-k from stage-1 candidates (see module docstring).
+
+    Args:
+        queries: ``[M, D]``; points: ``[N, D]`` (same dtype/device).
+        candidates: ``[M, kc]`` int64, the kc smallest approximate distances
+            (self already removed), kc >= k; ``approx``: their ``[M, kc]``
+            approximate distances (``1 - cos`` or squared euclidean).
+        self_index: ``[M]`` index of each query among ``points`` (-1: none),
+            used by the fallback.
+
+    Returns:
+        ``(indices [M, k] int64, distances [M, k] float32, n_fallback_rows)``.
+    """
+    n_available = points.shape[0] - (0 if self_index is None else 1)
+    dist64 = exact_distances(queries, points, candidates, metric)
+    index, final, dist64 = _order(dist64, candidates, metric)
+    index, final = index[:, :k].contiguous(), final[:, :k].contiguous()
+    if candidates.shape[1] >= n_available:
+        return index, final, 0
+    kth = dist64[:, k - 1]
+    if metric == "euclidean":  # compare in squared space, one float32 ulp of the distance above the k-th
+        margin = (kth.sqrt() * (1 + 2.0**-22)).pow(2) - kth + 1e-30
+    else:
+        margin = kth.abs() * 2.0**-22 + 2.0**-60
+    tol = stage1_tolerance(queries, points, metric, precision).to(kth.device)
+    bound = approx.double().amax(dim=1) - tol
+    uncertain = (bound <= kth + margin).nonzero().squeeze(1)
+    if uncertain.numel():
+        rows_self = None if self_index is None else self_index[uncertain]
+        idx, dist = brute_force_rows(queries[uncertain], points, k, metric, rows_self)
+        index[uncertain], final[uncertain] = idx, dist
+    return index, final, int(uncertain.numel())
