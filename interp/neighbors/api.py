@@ -2,7 +2,7 @@
 
 Every backend runs the same two stages (see :mod:`.exact`):
 
-* stage 1 proposes ``kc = min(2k + 8, available)`` candidates per point from
+* stage 1 proposes ``kc = min(k + 8 + k // 2, available)`` candidates per point from
   approximate distances -- :mod:`.blocked` (torch, CPU/GPU), :mod:`.triton_kernel`
   (fused Triton kernel, GPU or ``TRITON_INTERPRET=1``), :mod:`.faiss_backend`;
 * stage 2 re-ranks them exactly in float64, certifies each row and falls back to
@@ -138,7 +138,7 @@ def knn(
     if block is not None and (not isinstance(block, int) or block < 1):
         raise ValueError(f"block must be a positive int, got {block!r}")
     chosen = _available_backends(X.device) if backend == "auto" else backend
-    kc = min(n_available, 2 * k + 8)
+    kc = min(n_available, k + 8 + k // 2)
 
     batched = X.ndim == 3
     Xs = X if batched else X.unsqueeze(0)
@@ -158,8 +158,9 @@ def knn(
 
             if precision != "ieee":
                 raise ValueError("precision='tf32'/'bf16' is for backend='triton'; the torch backend computes in fp32")
-            cand, approx = blocked_candidates(points, None if Qs is None else query, kc, metric, exclude_self,
-                                              block or 2048)
+            cand, approx = blocked_candidates(
+                points, None if Qs is None else query, kc, metric, exclude_self, block or 2048
+            )
         else:
             from interp.neighbors.faiss_backend import faiss_candidates
 

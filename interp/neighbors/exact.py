@@ -33,14 +33,7 @@ _UNIT_ROUNDOFF = {"ieee": 2.0**-24, "tf32": 2.0**-11, "bf16": 2.0**-8}
 _CHUNK_BYTES = 1 << 27  # 128 MB of float64 work per chunk
 
 
-def _unit(x: torch.Tensor) -> torch.Tensor:
-    norms = x.norm(dim=-1, keepdim=True)
-    return torch.where(norms > 0, x / norms.clamp_min(torch.finfo(x.dtype).tiny), torch.zeros_like(x))
-
-
-def stage1_tolerance(
-    queries: torch.Tensor, points: torch.Tensor, metric: str, precision: str = "ieee"
-) -> torch.Tensor:
+def stage1_tolerance(queries: torch.Tensor, points: torch.Tensor, metric: str, precision: str = "ieee") -> torch.Tensor:
     """Bound on |approximate - exact| stage-1 distance, per query: ``[M]`` float64.
 
     Worst-case rounding analysis of a dot product of length D: inputs rounded
@@ -63,20 +56,32 @@ def stage1_tolerance(
 def exact_distances(queries: torch.Tensor, points: torch.Tensor, index: torch.Tensor, metric: str) -> torch.Tensor:
     """float64 distances from ``queries[i]`` to ``points[index[i, j]]``: ``[M, kc]``.
 
-    Cosine returns ``1 - cos``; euclidean returns the *squared* distance (the
-    caller takes the square root once, after ranking).
+    Cosine returns ``1 - cos`` (``x·y / (|x| |y|)`` with the dot product and
+    norms in float64; a zero vector gives cos = 0); euclidean returns the
+    *squared* distance ``|x - y|²`` from float64 differences (no cancellation:
+    duplicates are at exactly 0). The caller takes the square root once.
     """
     out = torch.empty(index.shape, dtype=torch.float64, device=queries.device)
     width = max(1, index.shape[1])
     rows = max(1, _CHUNK_BYTES // (8 * width * queries.shape[1]))
+    if metric == "cosine":
+        inv_p = _inverse_norms(points)
     for start in range(0, index.shape[0], rows):
         q = queries[start : start + rows].double()
-        p = points[index[start : start + rows]].double()  # [r, kc, D]
+        sel = index[start : start + rows]
+        p = points[sel].double()  # [r, kc, D]
         if metric == "cosine":
-            out[start : start + rows] = 1.0 - torch.einsum("rd,rkd->rk", _unit(q), _unit(p))
+            dots = torch.bmm(p, q.unsqueeze(2)).squeeze(2)
+            out[start : start + rows] = 1.0 - dots * _inverse_norms(q).unsqueeze(1) * inv_p[sel]
         else:
-            out[start : start + rows] = (q.unsqueeze(1) - p).pow(2).sum(-1)
+            out[start : start + rows] = (p - q.unsqueeze(1)).pow_(2).sum(-1)
     return out
+
+
+def _inverse_norms(x: torch.Tensor) -> torch.Tensor:
+    """``1 / |x|`` per row in float64, 0 for zero rows (so their cosine is 0)."""
+    norms = x.double().norm(dim=-1)
+    return torch.where(norms > 0, 1.0 / norms.clamp_min(1e-300), 0.0)
 
 
 def _order(dist64: torch.Tensor, index: torch.Tensor, metric: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -101,14 +106,17 @@ def brute_force_rows(
     """
     n = points.shape[0]
     p = points.double()
-    p_unit = _unit(p) if metric == "cosine" else None
+    inv_p = _inverse_norms(p)
     p2 = p.pow(2).sum(-1)
     width = min(n - (0 if self_index is None else 1), k + 8)  # self sorts last (inf): never taken
     rows = max(1, _CHUNK_BYTES // (8 * n))
     out_idx, out_dist = [], []
     for start in range(0, queries.shape[0], rows):
         q = queries[start : start + rows].double()
-        d = 1.0 - _unit(q) @ p_unit.T if metric == "cosine" else q.pow(2).sum(-1, keepdim=True) + p2 - 2 * q @ p.T
+        if metric == "cosine":
+            d = 1.0 - (q @ p.T) * _inverse_norms(q)[:, None] * inv_p[None, :]
+        else:
+            d = q.pow(2).sum(-1, keepdim=True) + p2 - 2 * q @ p.T
         if self_index is not None:
             s = self_index[start : start + rows]
             valid = s >= 0
@@ -133,33 +141,44 @@ def rerank(
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Exact top-k from stage-1 candidates (see module docstring).
 
+    Candidates are measured in float64 in tiers: first the ``k + 4`` with the
+    smallest approximate distance, then -- for rows that tier cannot certify --
+    all ``kc``, then brute force for the rest.
+
     Args:
-        queries: ``[M, D]``; points: ``[N, D]`` (same dtype/device).
+        queries: ``[M, D]``; points: ``[N, D]`` (same device).
         candidates: ``[M, kc]`` int64, the kc smallest approximate distances
             (self already removed), kc >= k; ``approx``: their ``[M, kc]``
             approximate distances (``1 - cos`` or squared euclidean).
-        self_index: ``[M]`` index of each query among ``points`` (-1: none),
-            used by the fallback.
+        self_index: ``[M]`` index of each query among ``points`` (-1: none).
 
     Returns:
-        ``(indices [M, k] int64, distances [M, k] float32, n_fallback_rows)``.
+        ``(indices [M, k] int64, distances [M, k] float32, n_brute_force_rows)``.
     """
+    m, kc = candidates.shape
     n_available = points.shape[0] - (0 if self_index is None else 1)
-    dist64 = exact_distances(queries, points, candidates, metric)
-    index, final, dist64 = _order(dist64, candidates, metric)
-    index, final = index[:, :k].contiguous(), final[:, :k].contiguous()
-    if candidates.shape[1] >= n_available:
-        return index, final, 0
-    kth = dist64[:, k - 1]
-    if metric == "euclidean":  # compare in squared space, one float32 ulp of the distance above the k-th
-        margin = (kth.sqrt() * (1 + 2.0**-22)).pow(2) - kth + 1e-30
-    else:
-        margin = kth.abs() * 2.0**-22 + 2.0**-60
-    tol = stage1_tolerance(queries, points, metric, precision).to(kth.device)
-    bound = approx.double().amax(dim=1) - tol
-    uncertain = (bound <= kth + margin).nonzero().squeeze(1)
-    if uncertain.numel():
-        rows_self = None if self_index is None else self_index[uncertain]
-        idx, dist = brute_force_rows(queries[uncertain], points, k, metric, rows_self)
-        index[uncertain], final[uncertain] = idx, dist
-    return index, final, int(uncertain.numel())
+    order = torch.argsort(approx, dim=1, stable=True)
+    candidates, approx = candidates.gather(1, order), approx.gather(1, order).double()
+    tol = stage1_tolerance(queries, points, metric, precision).to(approx.device)
+    index = torch.empty((m, k), dtype=torch.int64, device=candidates.device)
+    dist = torch.empty((m, k), dtype=torch.float32, device=candidates.device)
+    pending = torch.arange(m, device=candidates.device)
+    for width in sorted({min(kc, k + 4), kc}):
+        rows = pending
+        dist64 = exact_distances(queries[rows], points, candidates[rows, :width], metric)
+        idx, final, dist64 = _order(dist64, candidates[rows, :width], metric)
+        index[rows], dist[rows] = idx[:, :k], final[:, :k]
+        if width >= n_available:
+            return index, dist, 0
+        kth = dist64[:, k - 1]
+        if metric == "euclidean":  # squared space; one float32 ulp of the distance above the k-th
+            margin = (kth.sqrt() * (1 + 2.0**-22)).pow(2) - kth + 1e-30
+        else:
+            margin = kth.abs() * 2.0**-22 + 2.0**-60
+        bound = approx[rows, min(width, kc - 1)] - tol[rows]
+        pending = rows[bound <= kth + margin]
+        if pending.numel() == 0:
+            return index, dist, 0
+    rows_self = None if self_index is None else self_index[pending]
+    index[pending], dist[pending] = brute_force_rows(queries[pending], points, k, metric, rows_self)
+    return index, dist, int(pending.numel())

@@ -34,6 +34,7 @@ def neighbor_labels(indices: torch.Tensor, labels) -> torch.Tensor:
     else:
         codes, _ = encode_labels(labels)
     if codes.ndim != 1 or codes.shape[0] <= int(indices.max()):
-        raise ValueError(f"labels must be 1-D with one entry per point; got {tuple(codes.shape)} for max index "
-                         f"{int(indices.max())}")
+        raise ValueError(
+            f"labels must be 1-D with one entry per point; got {tuple(codes.shape)} for max index {int(indices.max())}"
+        )
     return codes.to(indices.device)[indices]
