@@ -1,0 +1,233 @@
+"""interp.knn against an independent float64 reference, on every backend.
+
+The reference measures every pair in float64 straight from the definitions,
+rounds to float32 (the returned dtype) and sorts stably by (distance, index).
+Acceptance: neighbour sets equal wherever the reference's k-th and (k+1)-th
+distances differ by more than 1e-6 relative, distances within 1e-5. The
+engine is exact, so the tests also demand the full order where no tie
+straddles the boundary.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import interp  # noqa: E402
+from interp.neighbors import api  # noqa: E402
+
+BACKENDS = ["torch", "triton", "faiss"]
+
+
+def reference(X: torch.Tensor, k: int, metric: str, exclude_self: bool = True, queries=None):
+    P = X.double()
+    Q = P if queries is None else queries.double()
+    if metric == "cosine":
+        pn, qn = P.norm(dim=1, keepdim=True), Q.norm(dim=1, keepdim=True)
+        pu = torch.where(pn > 0, P / pn.clamp_min(1e-300), 0.0)
+        qu = torch.where(qn > 0, Q / qn.clamp_min(1e-300), 0.0)
+        D = 1.0 - qu @ pu.T
+    else:
+        D = ((Q[:, None, :] - P[None, :, :]) ** 2).sum(-1).sqrt()
+    D32 = D.float()
+    if exclude_self:
+        D32.fill_diagonal_(float("inf"))
+    order = torch.argsort(D32, dim=1, stable=True)  # ties: lower index first
+    return order, D.gather(1, order), D32.gather(1, order)
+
+
+def datasets(metric: str) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    random = torch.randn(160, 24, generator=g)
+    dup = random.clone()
+    dup[50] = dup[3]
+    dup[90] = dup[3]
+    dup[100:112] = dup[7]  # 13 copies of one point: ties straddle k
+    ties = torch.randint(-2, 3, (160, 6), generator=g).float()  # many exact distance ties
+    near = random.clone()
+    near[20:40] = near[20] + 1e-4 * torch.randn(20, 24, generator=g)  # near-ties
+    near[40:44] = near[41] + 1e-7 * torch.randn(4, 24, generator=g)
+    zero = random.clone()
+    zero[5] = 0.0
+    zero[6] = 0.0
+    out = {"random": random, "duplicates": dup, "exact_ties": ties, "near_ties": near, "zero_rows": zero}
+    if metric == "euclidean":
+        out["scaled"] = random * 1e3 + 5e3
+    return out
+
+
+def check(indices, distances, X, k, metric, exclude_self=True, queries=None):
+    order, d64, d32 = reference(X, k, metric, exclude_self, queries)
+    assert indices.shape == distances.shape == (order.shape[0], k)
+    assert indices.dtype == torch.int64 and distances.dtype == torch.float32
+    # acceptance: distances within 1e-5 (relative above 1: float32 output), sets equal unless a
+    # 1e-6-relative near-tie straddles k
+    assert ((distances.double() - d64[:, :k]).abs() <= 1e-5 * d64[:, :k].abs().clamp_min(1.0)).all()
+    n_avail = d64.shape[1] - int(exclude_self)
+    if k < n_avail:
+        kth, nxt = d64[:, k - 1], d64[:, k]
+        clear = (nxt - kth) > 1e-6 * kth.abs().clamp_min(1e-30)
+        # exactness (stronger): sets equal unless the float32 k-th and (k+1)-th are equal or adjacent floats
+        adjacent = d32[:, k] <= torch.nextafter(d32[:, k - 1], torch.tensor(float("inf")))
+        clear = clear | ~adjacent
+    else:
+        clear = torch.ones(order.shape[0], dtype=torch.bool)
+    for row in clear.nonzero().squeeze(1).tolist():
+        assert set(indices[row].tolist()) == set(order[row, :k].tolist()), row
+    # the contract: each row sorted by (distance, index) -- ties to the lower index
+    step = distances[:, 1:] - distances[:, :-1]
+    assert (step >= 0).all()
+    assert (indices[:, 1:][step == 0] > indices[:, :-1][step == 0]).all()
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_exact_against_float64_reference(backend, metric):
+    if backend == "faiss":
+        pytest.importorskip("faiss")
+    for name, X in datasets(metric).items():
+        for k in (1, 5, 10, 32):
+            indices, distances = interp.knn(X, k, metric=metric, backend=backend)
+            check(indices, distances, X, k, metric)
+            assert api.last_stats.backend == backend, name
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_batched_equals_unbatched_and_reference(backend):
+    if backend == "faiss":
+        pytest.importorskip("faiss")
+    g = torch.Generator().manual_seed(2)
+    X = torch.randn(3, 120, 20, generator=g)
+    X[1, 10] = X[1, 11]  # a duplicate in one problem only
+    for metric in ("cosine", "euclidean"):
+        indices, distances = interp.knn(X, 5, metric=metric, backend=backend)
+        assert indices.shape == (3, 120, 5)
+        for b in range(3):
+            i1, d1 = interp.knn(X[b], 5, metric=metric, backend=backend)
+            assert torch.equal(indices[b], i1) and torch.equal(distances[b], d1)
+            check(indices[b], distances[b], X[b], 5, metric)
+
+
+def test_backends_agree_bit_for_bit():
+    X = datasets("cosine")["duplicates"]
+    results = [interp.knn(X, 10, backend=b) for b in BACKENDS if b != "faiss" or _has_faiss()]
+    for indices, distances in results[1:]:
+        assert torch.equal(indices, results[0][0]) and torch.equal(distances, results[0][1])
+
+
+def _has_faiss() -> bool:
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(("backend", "blocks"), [("torch", (16, 48, 100, 4096)), ("triton", (16, 32, 128))])
+def test_tile_size_invariance(backend, blocks):
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(2, 150, 33, generator=g)
+    X[0, 70:80] = X[0, 2]
+    for metric in ("cosine", "euclidean"):
+        outs = [interp.knn(X, 7, metric=metric, backend=backend, block=b) for b in blocks]
+        for indices, distances in outs[1:]:
+            assert torch.equal(indices, outs[0][0]) and torch.equal(distances, outs[0][1])
+
+
+def test_self_excluded_by_index_not_position():
+    """Duplicates of a point are its neighbours at distance 0; the point itself never is."""
+    X = torch.randn(50, 8)
+    X[[10, 20, 30]] = X[0].clone()
+    for backend in BACKENDS[:2]:
+        indices, distances = interp.knn(X, 3, metric="euclidean", backend=backend)
+        assert indices[0].tolist() == [10, 20, 30] and distances[0].tolist() == [0.0, 0.0, 0.0]
+        assert indices[10].tolist() == [0, 20, 30]
+        assert (indices != torch.arange(50)[:, None]).all()
+
+
+def test_k_equals_n_minus_one_returns_everyone_else():
+    X = torch.randn(20, 4)
+    indices, _ = interp.knn(X, 19)
+    for i in range(20):
+        assert sorted(indices[i].tolist()) == [j for j in range(20) if j != i]
+    indices, _ = interp.knn(X, 20, exclude_self=False)
+    assert (indices[:, 0] == torch.arange(20)).all()  # itself first, at distance ~0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_queries(backend):
+    if backend == "faiss":
+        pytest.importorskip("faiss")
+    g = torch.Generator().manual_seed(4)
+    X, Q = torch.randn(130, 16, generator=g), torch.randn(40, 16, generator=g)
+    Q[3] = X[17]
+    for metric in ("cosine", "euclidean"):
+        indices, distances = interp.knn(X, 6, metric=metric, backend=backend, queries=Q)
+        check(indices, distances, X, 6, metric, exclude_self=False, queries=Q)
+        assert indices[3, 0] == 17
+    # exclude_self with queries: query i is point i (e.g. the same sentences at another layer)
+    Y = X + 0.01 * torch.randn(130, 16, generator=g)
+    indices, _ = interp.knn(X, 4, backend=backend, queries=Y, exclude_self=True)
+    assert (indices != torch.arange(130)[:, None]).all()
+
+
+def test_zero_rows_cosine_are_at_distance_one():
+    X = torch.randn(30, 5)
+    X[4] = 0
+    indices, distances = interp.knn(X, 29)
+    assert torch.allclose(distances[4], torch.ones(29))
+    assert (distances[indices == 4] == 1.0).all()
+
+
+def test_numpy_float64_and_half_inputs():
+    X = np.random.default_rng(0).normal(size=(60, 12))
+    i64, d64 = interp.knn(X, 4)
+    check(i64, d64, torch.from_numpy(X), 4, "cosine")
+    i16, _ = interp.knn(torch.from_numpy(X).half(), 4)
+    check(i16, interp.knn(torch.from_numpy(X).half().float(), 4)[1], torch.from_numpy(X).half().float(), 4, "cosine")
+
+
+def test_neighbor_labels():
+    X = torch.randn(40, 6)
+    langs = np.array(["eng", "fra", "deu", "zho"] * 10)
+    indices, _ = interp.knn(X, 5)
+    codes = interp.neighbor_labels(indices, langs)
+    classes = np.unique(langs)
+    assert codes.shape == (40, 5)
+    assert (classes[codes.numpy()] == langs[indices.numpy()]).all()
+    batched = interp.neighbor_labels(torch.stack([indices, indices]), torch.arange(40) % 3)
+    assert torch.equal(batched[1], indices % 3)
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error", "message"),
+    [
+        ((torch.randn(10, 3), 10), {}, ValueError, r"k must be an int in \[1, 9\] for 10 points with self-exclusion"),
+        ((torch.randn(10, 3), 0), {}, ValueError, "k must be"),
+        ((torch.randn(10, 3), 11), {"exclude_self": False}, ValueError, r"\[1, 10\]"),
+        ((torch.randn(10, 3), 2.5), {}, ValueError, "k must be an int"),
+        ((torch.tensor([[0.0, float("nan")], [1.0, 2.0], [3.0, 1.0]]), 1), {}, ValueError, "NaN or Inf"),
+        ((torch.tensor([[0.0, float("inf")], [1.0, 2.0], [3.0, 1.0]]), 1), {}, ValueError, "NaN or Inf"),
+        ((torch.randn(10), 2), {}, ValueError, r"\[N, D\] or \[B, N, D\]"),
+        ((torch.randint(0, 5, (10, 3)), 2), {}, TypeError, "floating point"),
+        (([[1.0, 2.0]], 1), {}, TypeError, "torch.Tensor or numpy"),
+        ((torch.randn(10, 3), 2), {"metric": "manhattan"}, ValueError, "unknown metric"),
+        ((torch.randn(10, 3), 2), {"backend": "annoy"}, ValueError, "unknown backend"),
+        ((torch.randn(10, 3), 2), {"queries": torch.randn(4, 5)}, ValueError, "do not match"),
+        (
+            (torch.randn(10, 3), 2),
+            {"queries": torch.randn(4, 3), "exclude_self": True},
+            ValueError,
+            "query i is point i",
+        ),
+        ((torch.randn(10, 3), 2), {"backend": "torch", "precision": "bf16"}, ValueError, "backend='triton'"),
+    ],
+)
+def test_bad_input(args, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        interp.knn(*args, **kwargs)
