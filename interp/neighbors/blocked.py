@@ -21,50 +21,80 @@ __all__ = ["blocked_candidates"]
 
 
 GROUP = 16  # elements per group in the two-level selection
+FEW_GROUPS = 4  # lines needing at most this many groups take the narrow path
 
 
-def top_rows(s: torch.Tensor, kc: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``torch.topk(s, kc, dim=1)`` for a large ``[r, w]`` block, faster on CPU.
+def select(s: torch.Tensor, kc: int, threshold: torch.Tensor, by_column: bool):
+    """Top-``kc`` of each line of a similarity block that can beat ``threshold[line]``.
 
-    Two-level selection: the row is split into ``w / GROUP`` strided groups
-    (group m = columns m, m + G, m + 2G, ... -- a reduction over a strided
-    dimension vectorises over the contiguous one); the kc groups with the
-    largest maxima contain the kc largest elements, which a small topk then
-    picks. The value set equals ``torch.topk``'s (tie choice may differ; stage
-    2's certificate does not depend on it).
+    A line is a row of ``s`` ``[r, w]`` (or a column, ``by_column``), without
+    transposing. Two-level selection: each line is cut into ``G = len / GROUP``
+    strided groups (group m = positions m, m + G, m + 2G, ...; a max over a
+    strided dimension vectorises over the contiguous one). Only groups whose
+    maximum beats the line's threshold (its current kc-th best) can contribute,
+    and the kc best elements lie in the kc groups with the largest maxima; so
+    lines with no such group are skipped, lines with a few are served by a
+    narrow top-k, the rest by a kc-wide one.
+
+    Returns ``(lines [n], values [n, c], positions [n, c])`` for the lines
+    that may improve, ``c <= kc``, or None.
     """
     r, w = s.shape
-    n_groups = w // GROUP
-    if w % GROUP or n_groups < 2 * kc:
-        return torch.topk(s, kc, dim=1)
-    maxima = s.view(r, GROUP, n_groups).amax(dim=1)  # [r, G]
-    groups = torch.topk(maxima, kc, dim=1).indices  # [r, kc]
+    n_lines, length = (w, r) if by_column else (r, w)
+    n_groups = length // GROUP
+    lines = torch.arange(n_lines, device=s.device)
+    if length % GROUP or n_groups < 2 * kc:
+        values, positions = torch.topk(s.T if by_column else s, min(kc, length), dim=1)
+        return lines, values, positions
+    if by_column:
+        maxima = s.view(GROUP, n_groups, w).amax(dim=0).T.contiguous()  # [w, G]
+        stride_line, stride_pos = 1, w
+    else:
+        maxima = s.view(r, GROUP, n_groups).amax(dim=1)  # [r, G]
+        stride_line, stride_pos = w, 1
+    need = (maxima > threshold[:, None]).sum(dim=1)
+    few = max(FEW_GROUPS, -(-kc // GROUP))
+    flat = s.view(-1)
     offsets = torch.arange(GROUP, device=s.device) * n_groups
-    cols = (groups[:, :, None] + offsets).reshape(r, kc * GROUP)
-    values, pos = torch.topk(s.gather(1, cols), kc, dim=1)
-    return values, cols.gather(1, pos)
+    out = []
+    for chosen, width in ((lines[(need > 0) & (need <= few)], few), (lines[need > few], kc)):
+        if chosen.numel() == 0:
+            continue
+        groups = torch.topk(maxima[chosen], width, dim=1).indices
+        positions = (groups[:, :, None] + offsets).reshape(len(chosen), width * GROUP)
+        values = flat[chosen[:, None] * stride_line + positions * stride_pos]
+        values, pick = torch.topk(values, min(kc, width * GROUP), dim=1)
+        out.append((chosen, values, positions.gather(1, pick)))
+    if not out:
+        return None
+    if len(out) == 1:
+        return out[0]
+    width = min(o[1].shape[1] for o in out)
+    return tuple(torch.cat([o[j][:, :width] if j else o[j] for o in out]) for j in range(3))
 
 
-def top_cols(s: torch.Tensor, kc: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``torch.topk(s, kc, dim=0)`` transposed to ``[w, kc]`` (see :func:`top_rows`)."""
-    r, w = s.shape
-    n_groups = r // GROUP
-    if r % GROUP or n_groups < 2 * kc:
-        return torch.topk(s.T, kc, dim=1)
-    maxima = s.view(GROUP, n_groups, w).amax(dim=0)  # [G, w]
-    groups = torch.topk(maxima.T, kc, dim=1).indices  # [w, kc]
-    offsets = torch.arange(GROUP, device=s.device) * n_groups
-    rows = (groups[:, :, None] + offsets).reshape(w, kc * GROUP)  # [w, kc*GROUP]
-    picked = s.gather(0, rows.T.contiguous()).T  # [w, kc*GROUP]
-    values, pos = torch.topk(picked, kc, dim=1)
-    return values, rows.gather(1, pos)
+class RunningTopK:
+    """The best ``kc`` (largest) scores and their indices for each of ``n`` queries."""
 
+    def __init__(self, n: int, kc: int, device: torch.device):
+        self.values = torch.full((n, kc), float("-inf"), device=device)
+        self.index = torch.full((n, kc), -1, dtype=torch.int64, device=device)
+        self.kc = kc
 
-def _merge(best_v, best_i, new_v, new_i, kc):
-    if best_v is None:
-        return new_v, new_i
-    values, pos = torch.topk(torch.cat([best_v, new_v], dim=1), kc, dim=1)
-    return values, torch.cat([best_i, new_i], dim=1).gather(1, pos)
+    def threshold(self) -> torch.Tensor:
+        """Score a new element must beat to enter (the current kc-th best)."""
+        return self.values[:, -1]
+
+    def update(self, found, offset: int) -> None:
+        """Merge ``select``'s ``(lines, values, positions)``; positions are offset to point indices."""
+        if found is None:
+            return
+        lines, values, positions = found
+        merged_v = torch.cat([self.values[lines], values], dim=1)
+        merged_i = torch.cat([self.index[lines], positions + offset], dim=1)
+        top_v, pick = torch.topk(merged_v, self.kc, dim=1)
+        self.values[lines] = top_v
+        self.index[lines] = merged_i.gather(1, pick)
 
 
 def _prepare(x: torch.Tensor, metric: str) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -112,8 +142,7 @@ def _column_score(s: torch.Tensor, sq: torch.Tensor | None) -> torch.Tensor:
 def _symmetric(p, p2, kc, exclude_self, block):
     n = p.shape[0]
     starts = list(range(0, n, block))
-    best_v: list = [None] * len(starts)
-    best_i: list = [None] * len(starts)
+    best = [RunningTopK(min(block, n - i0), kc, p.device) for i0 in starts]
     for a, i0 in enumerate(starts):
         rows = p[i0 : i0 + block]
         for b in range(a, len(starts)):
@@ -122,20 +151,12 @@ def _symmetric(p, p2, kc, exclude_self, block):
             if a == b and exclude_self:
                 s.fill_diagonal_(float("-inf"))
             row_view = _column_score(s, None if p2 is None else p2[j0 : j0 + block])
-            k_row = min(kc, row_view.shape[1])
-            v, i = top_rows(row_view, k_row)
-            best_v[a], best_i[a] = _merge(best_v[a], best_i[a], v, i + j0, min(kc, _width(best_v[a]) + k_row))
+            best[a].update(select(row_view, kc, best[a].threshold(), by_column=False), j0)
             if b == a:
                 continue
             col_view = s if p2 is None else s - 0.5 * p2[i0 : i0 + block][:, None]
-            k_col = min(kc, col_view.shape[0])
-            v, i = top_cols(col_view, k_col)
-            best_v[b], best_i[b] = _merge(best_v[b], best_i[b], v, i + i0, min(kc, _width(best_v[b]) + k_col))
-    return torch.cat(best_v), torch.cat(best_i)
-
-
-def _width(t) -> int:
-    return 0 if t is None else t.shape[1]
+            best[b].update(select(col_view, kc, best[b].threshold(), by_column=True), i0)
+    return torch.cat([t.values for t in best]), torch.cat([t.index for t in best])
 
 
 def _rectangular(q, p, p2, kc, exclude_self, block):
@@ -143,16 +164,14 @@ def _rectangular(q, p, p2, kc, exclude_self, block):
     out_v, out_i = [], []
     for i0 in range(0, m, block):
         rows = q[i0 : i0 + block]
-        best_v = best_i = None
+        best = RunningTopK(rows.shape[0], kc, q.device)
         for j0 in range(0, n, block):
             s = _column_score(rows @ p[j0 : j0 + block].T, None if p2 is None else p2[j0 : j0 + block])
             if exclude_self:  # query i is point i
                 r = torch.arange(rows.shape[0], device=s.device)
                 hit = (r + i0 >= j0) & (r + i0 < j0 + s.shape[1])
                 s[r[hit], (r + i0 - j0)[hit]] = float("-inf")
-            k_here = min(kc, s.shape[1])
-            v, i = top_rows(s, k_here)
-            best_v, best_i = _merge(best_v, best_i, v, i + j0, min(kc, _width(best_v) + k_here))
-        out_v.append(best_v)
-        out_i.append(best_i)
+            best.update(select(s, kc, best.threshold(), by_column=False), j0)
+        out_v.append(best.values)
+        out_i.append(best.index)
     return torch.cat(out_v), torch.cat(out_i)

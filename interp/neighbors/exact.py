@@ -141,7 +141,7 @@ def rerank(
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Exact top-k from stage-1 candidates (see module docstring).
 
-    Candidates are measured in float64 in tiers: first the ``k + 4`` with the
+    Candidates are measured in float64 in tiers: first the ``k + 1`` with the
     smallest approximate distance, then -- for rows that tier cannot certify --
     all ``kc``, then brute force for the rest.
 
@@ -163,7 +163,7 @@ def rerank(
     index = torch.empty((m, k), dtype=torch.int64, device=candidates.device)
     dist = torch.empty((m, k), dtype=torch.float32, device=candidates.device)
     pending = torch.arange(m, device=candidates.device)
-    for width in sorted({min(kc, k + 4), kc}):
+    for width in sorted({min(kc, k + 1), kc}):
         rows = pending
         dist64 = exact_distances(queries[rows], points, candidates[rows, :width], metric)
         idx, final, dist64 = _order(dist64, candidates[rows, :width], metric)
