@@ -143,7 +143,15 @@ def same_sets(a: str, b: str, case: str) -> str:
         return "n/a"
     x, y = x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1])
     equal = (x.sort(dim=1).values == y.sort(dim=1).values).all(dim=1)
-    return f"{int(equal.sum())}/{len(equal)} rows identical"
+    text = f"{int(equal.sum())}/{len(equal)} rows identical"
+    differ = (~equal).nonzero().squeeze(1)[:5].tolist()
+    if differ and CASES[case]["b"] == 1:  # who is right? float64 distances of the k-th neighbour of each set
+        spec = CASES[case]
+        data = torch.nn.functional.normalize(make_data(1, spec["n"], spec["d"]).double(), dim=-1)
+        for row in differ:
+            kth = [float((1 - data[s] @ data[row]).max()) for s in (x[row], y[row])]
+            text += f"\n  row {row}: k-th distance {a} {kth[0]:.9f}, {b} {kth[1]:.9f} (float64)"
+    return text
 
 
 def main() -> None:

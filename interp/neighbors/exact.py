@@ -30,7 +30,7 @@ import torch
 __all__ = ["exact_distances", "rerank", "stage1_tolerance", "brute_force_rows"]
 
 _UNIT_ROUNDOFF = {"ieee": 2.0**-24, "tf32": 2.0**-11, "bf16": 2.0**-8}
-_CHUNK_BYTES = 1 << 27  # 128 MB of float64 work per chunk
+_CHUNK_BYTES = 1 << 26  # 64 MB of float64 work per chunk
 
 
 def stage1_tolerance(queries: torch.Tensor, points: torch.Tensor, metric: str, precision: str = "ieee") -> torch.Tensor:
@@ -80,7 +80,7 @@ def exact_distances(queries: torch.Tensor, points: torch.Tensor, index: torch.Te
 
 def _inverse_norms(x: torch.Tensor) -> torch.Tensor:
     """``1 / |x|`` per row in float64, 0 for zero rows (so their cosine is 0)."""
-    norms = x.double().norm(dim=-1)
+    norms = torch.linalg.vector_norm(x, dim=-1, dtype=torch.float64)
     return torch.where(norms > 0, 1.0 / norms.clamp_min(1e-300), 0.0)
 
 
