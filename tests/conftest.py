@@ -13,6 +13,8 @@ import torch  # noqa: E402
 
 from interp.models import byte_tokenizer, load_model, tiny_llama  # noqa: E402
 
+UDHR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "udhr30.jsonl")
+
 TEXTS = [
     "All human beings are born free and equal in dignity and rights.",
     "Tous les êtres humains naissent libres et égaux en dignité et en droits.",

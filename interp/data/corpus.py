@@ -60,6 +60,11 @@ class ParallelCorpus:
             ids.extend(self.ids)
         return texts, langs, ids
 
+    def head(self, n_items: int) -> ParallelCorpus:
+        """The first ``n_items`` items in every language."""
+        texts = {lang: values[:n_items] for lang, values in self.texts.items()}
+        return ParallelCorpus(self.langs, self.ids[:n_items], texts, self.source)
+
     def subset(self, langs) -> ParallelCorpus:
         missing = [lang for lang in langs if lang not in self.texts]
         if missing:
