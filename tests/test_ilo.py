@@ -213,7 +213,13 @@ def test_cldr_corpus_is_real_and_parallel():
     assert corpus.n_langs == 28 and "eng_Latn" in corpus.langs and "bjn_Latn" not in corpus.langs
     january = corpus.ids.index("month:1")
     assert corpus.texts["eng_Latn"][january] == "January"
-    assert corpus.texts["deu_Latn"][january] == "Januar"
+    assert corpus.texts["deu_Latn"][january] == "Januar" and corpus.texts["gle_Latn"][january] == "Eanáir"
+    monday = corpus.ids.index("day:0")
+    assert [corpus.texts[code][monday] for code in ("hin_Deva", "swh_Latn", "jpn_Jpan")] == [
+        "सोमवार",
+        "Jumatatu",
+        "月曜日",
+    ]
     france = corpus.ids.index("territory:FR")
     assert corpus.texts["fra_Latn"][france] == "France" and corpus.texts["jpn_Jpan"][france] == "フランス"
     with pytest.raises(KeyError, match="CLDR has no locale for \\['ban_Latn'\\]"):

@@ -123,6 +123,7 @@ def _check_langs(langs, available: list[str], source: str) -> list[str]:
 def _from_cldr(langs, align: str) -> ParallelCorpus:
     try:
         from babel import Locale
+        from babel.dates import get_day_names, get_month_names
     except ImportError as err:  # pragma: no cover - a declared dependency
         raise ImportError("the 'cldr' corpus needs babel (pip install babel)") from err
     covered = [lang.code for lang in ILO_LANGUAGES if lang.cldr]
@@ -144,9 +145,10 @@ def _from_cldr(langs, align: str) -> ParallelCorpus:
         for key, name in locale.languages.items():
             if "_" not in key:
                 items[f"language:{key}"] = name
-        for kind, table in (("day", locale.days), ("month", locale.months)):
-            names = table.get("stand-alone", {}).get("wide") or table["format"]["wide"]
-            for key, name in names.items():
+        # "format" context: babel 2.18 resolves "stand-alone" aliases into shared root data, so
+        # after one locale (zh) other locales read its month names
+        for kind, getter in (("day", get_day_names), ("month", get_month_names)):
+            for key, name in getter("wide", context="format", locale=locale).items():
                 items[f"{kind}:{key}"] = name
         rows[code] = items
     # the CLDR corpus is defined as the keys every requested locale has (Sundanese's is sparse:
