@@ -1,5 +1,6 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   -- the main job (offline): hidden states of 5 sentences with the embedded gemma-3-270m
+#   make demo   -- the main job (offline): ILO scores of the embedded gemma-3-270m over 28 languages
+#                  (CLDR parallel lexicon), per layer, into out/ilo/
 #   make test   -- ruff + the whole test suite
 # Each creates .venv and installs what it needs. torch is pinned to the CPU build first
 # (pip install torch==2.13.0), so no dependency can pull a multi-GB CUDA build.
@@ -19,7 +20,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/interp demo
+	$(VENV)/bin/interp ilo --model gemma-3-270m --data cldr --out out/ilo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check interp tests benchmarks

@@ -1,4 +1,4 @@
-"""Command line: ``interp demo`` (the main job) and ``interp extract``.
+"""Command line: ``interp ilo`` (the main job), ``interp demo`` and ``interp extract``.
 
 ``interp demo`` loads the embedded offline default model, extracts mean-pooled
 hidden states of a few parallel sentences from every layer and prints their
@@ -72,6 +72,22 @@ def cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ilo(args: argparse.Namespace) -> int:
+    from interp.ilo_job import run_ilo_job
+
+    manifest = run_ilo_job(
+        model=args.model, data=args.data, out=args.out, langs=args.langs.split(",") if args.langs else None,
+        split=args.split, k=args.k, t=args.t, metric=args.metric, layers=_parse_layers(args.layers),
+        pooling=args.pooling, backend=args.backend, batch_size=args.batch_size, device=args.device,
+        null=args.null, bootstrap=args.bootstrap, compat=args.compat,
+    )  # fmt: skip
+    result = manifest.pop("result")
+    print(result)
+    print(result.by_layer.round(3).to_string())
+    print(f"wrote {', '.join(manifest['outputs'])} and manifest.json to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="interp", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -88,6 +104,21 @@ def build_parser() -> argparse.ArgumentParser:
     ext.add_argument("--batch-size", type=int, default=16)
     ext.add_argument("--shard-size", type=int, default=1024)
     ext.set_defaults(func=cmd_extract)
+    ilo = sub.add_parser("ilo", parents=[common], help="the main job: ILO scores across languages, per layer")
+    ilo.add_argument("--data", default="cldr", help="'cldr' (offline default), flores200:<dir>, jsonl:<path>, hub id")
+    ilo.add_argument("--out", default="out/ilo", help="output directory")
+    ilo.add_argument("--langs", default=None, help="comma-separated FLORES codes (default: all available)")
+    ilo.add_argument("--split", default="dev")
+    ilo.add_argument("--k", type=int, default=5)
+    ilo.add_argument("--t", type=int, default=3)
+    ilo.add_argument("--metric", default="cosine", choices=["cosine", "euclidean"])
+    ilo.add_argument("--layers", default="all", help="'all' or comma-separated hidden-state indices")
+    ilo.add_argument("--batch-size", type=int, default=16)
+    ilo.add_argument("--device", default="cpu")
+    ilo.add_argument("--null", type=int, default=50, help="label permutations for the null (0: none)")
+    ilo.add_argument("--bootstrap", type=int, default=0, help="item resamples for 95%% CIs (0: none)")
+    ilo.add_argument("--compat", action="store_true", help="official positional self-drop")
+    ilo.set_defaults(func=cmd_ilo)
     return parser
 
 

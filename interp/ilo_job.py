@@ -1,0 +1,133 @@
+"""The main job: ``interp ilo`` -- extract, score, write tables, figures and a manifest.
+
+Activations are cached in a resumable :class:`~interp.ActivationStore` under
+``<cache>/activations/<sha256 of (model, data, languages, split, pooling,
+layers, backend, batch size, dtype)>``: a re-run reuses them (the store's own
+fingerprint still checks the model weights and the texts), an interrupted run
+resumes, and two models never share an entry (no sanitised names).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+__all__ = ["run_ilo_job"]
+
+
+def _cache_key(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def run_ilo_job(
+    model: str = "gemma-3-270m",
+    data: str = "cldr",
+    out: str | Path = "out/ilo",
+    langs: list[str] | None = None,
+    split: str = "dev",
+    k: int = 5,
+    t: int = 3,
+    metric: str = "cosine",
+    layers="all",
+    pooling: str = "mean",
+    backend: str = "hf",
+    batch_size: int = 16,
+    device: str = "cpu",
+    null: int = 50,
+    bootstrap: int = 0,
+    compat: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Run the ILO job; return the manifest (also written to ``out/manifest.json``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # a command-line job writes PNGs; no display needed
+    import interp
+    from interp.data import load_parallel
+    from interp.models.loading import cache_dir
+    from interp.plot import plot_cooccurrence, plot_ilo_heatmap, plot_ilo_layers
+
+    started = time.time()
+    timings = {}
+    out = Path(out)
+    corpus = load_parallel(data, langs=langs, split=split)
+    texts, labels, ids = corpus.flat()
+    key = _cache_key({"model": model, "data": data, "langs": list(corpus.langs), "split": split, "pooling": pooling,
+                      "layers": layers, "backend": backend, "batch_size": batch_size, "dtype": "float32"})  # fmt: skip
+    store = cache_dir() / "activations" / key
+    tic = time.time()
+    net, tokenizer = interp.load_model(model, device=device)
+    timings["load_model_s"] = time.time() - tic
+    tic = time.time()
+    acts = interp.extract(net, tokenizer, texts, layers=layers, pooling=pooling, backend=backend,
+                          batch_size=batch_size, ids=[str(i) for i in ids], labels=labels, store=store,
+                          progress=progress)  # fmt: skip
+    timings["extract_s"] = time.time() - tic
+    tic = time.time()
+    result = interp.ilo.score(acts, k=k, t=t, metric=metric, compat=compat, null=null, bootstrap=bootstrap)
+    timings["score_s"] = time.time() - tic
+
+    out.mkdir(parents=True, exist_ok=True)
+    result.table.to_csv(out / "ilo_table.csv", index=False)
+    result.by_layer.to_csv(out / "ilo_by_layer.csv")
+    figures = {
+        "ilo_layers.png": plot_ilo_layers(result),
+        "ilo_heatmap.png": plot_ilo_heatmap(result),
+        "cooccurrence.png": plot_cooccurrence(result),
+    }
+    for name, figure in figures.items():
+        figure.savefig(out / name, dpi=120)
+    timings["total_s"] = time.time() - started
+    manifest = {
+        "job": "ilo",
+        "arguments": {
+            "model": model,
+            "data": data,
+            "langs": list(corpus.langs),
+            "split": split,
+            "k": k,
+            "t": t,
+            "metric": metric,
+            "layers": layers,
+            "pooling": pooling,
+            "backend": backend,
+            "batch_size": batch_size,
+            "device": device,
+            "null": null,
+            "bootstrap": bootstrap,
+            "compat": compat,
+        },  # fmt: skip
+        "corpus": {"source": corpus.source, "n_langs": corpus.n_langs, "n_items": corpus.n_items},
+        "activation_cache": str(store),
+        "outputs": ["ilo_table.csv", "ilo_by_layer.csv", *figures],
+        "timing": timings,
+        "versions": {
+            "interp": interp.__version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            **_versions("transformers", "transformer_lens", "nnsight", "babel"),
+        },  # fmt: skip
+        "summary": {
+            "best_layer": int(result.by_layer["ilo_mean"].idxmax()),
+            "best_mean_ilo": float(result.by_layer["ilo_mean"].max()),
+        },  # fmt: skip
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
+    return manifest | {"result": result}
+
+
+def _versions(*names: str) -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in names:
+        try:
+            found[name] = version(name.replace("_", "-"))
+        except PackageNotFoundError:
+            found[name] = None
+    return found
