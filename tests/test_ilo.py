@@ -11,6 +11,7 @@ neighbour lists / (n - 1), ILO = statistics.harmonic_mean (0 if either is 0).
 from __future__ import annotations
 
 import json
+import os
 import statistics
 
 import numpy as np
@@ -234,3 +235,49 @@ def test_ilo_languages():
     assert len({lang.script for lang in ILO_LANGUAGES}) == 11
     assert sum(lang.cldr is None for lang in ILO_LANGUAGES) == 3
     assert np.unique([lang.family for lang in ILO_LANGUAGES]).size >= 10
+
+
+def test_plots_return_figures(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from interp.plot import plot_cooccurrence, plot_ilo_heatmap, plot_ilo_layers
+
+    g = torch.Generator().manual_seed(7)
+    result = interp.ilo.score(torch.randn(4, 4 * 20, 8, generator=g), _langs(4, 20), null=5)
+    for figure in (plot_ilo_layers(result), plot_ilo_heatmap(result), plot_cooccurrence(result, layer=2)):
+        path = tmp_path / "f.png"
+        figure.savefig(path)
+        assert path.stat().st_size > 5000
+    with pytest.raises(KeyError, match="layer 9 was not scored"):
+        plot_cooccurrence(result, layer=9)
+
+
+@pytest.mark.gemma
+def test_ilo_job_writes_outputs_and_reuses_cache(gemma, tmp_path, monkeypatch):
+    from interp.cli import main
+
+    monkeypatch.setenv("INTERP_CACHE", str(tmp_path / "cache"))
+    from interp.models.loading import DEFAULT_MODEL, cache_dir
+
+    # reuse the session's converted model instead of re-converting the GGUF under the new cache root
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / DEFAULT_MODEL).symlink_to(
+        os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "interp", DEFAULT_MODEL)
+    )
+    args = ["ilo", "--langs", "eng_Latn,fra_Latn,deu_Latn,spa_Latn", "--layers", "0,6,12", "--null", "5",
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    assert main(args) == 0
+    out = tmp_path / "out"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["outputs"]) == {"ilo_table.csv", "ilo_by_layer.csv", "ilo_layers.png", "ilo_heatmap.png",
+                                        "cooccurrence.png"}  # fmt: skip
+    import pandas as pd
+
+    table = pd.read_csv(out / "ilo_table.csv")
+    assert len(table) == 3 * 4 and set(table.layer) == {0, 6, 12}
+    store = manifest["activation_cache"]
+    assert store.startswith(str(cache_dir())) and (tmp_path / "cache" / "activations").exists()
+    first = os.stat(os.path.join(store, "shard-00000.safetensors")).st_mtime_ns
+    assert main(args) == 0  # the re-run reuses the cached activations
+    assert os.stat(os.path.join(store, "shard-00000.safetensors")).st_mtime_ns == first
