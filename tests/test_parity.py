@@ -27,26 +27,26 @@ def _max_error(acts, ref, pooling) -> torch.Tensor:
     return diff, scale
 
 
+def _runs(model, tokenizer, backend, pooling):
+    """Every batch size (1, 7) x padding side combination of one extraction."""
+    for batch_size in (1, 7):
+        for side in ("left", "right"):
+            acts = interp.extract(
+                model, tokenizer, TEXTS, pooling=pooling, backend=backend, batch_size=batch_size,
+                padding_side=side, progress=False,
+            )  # fmt: skip
+            assert acts.tensor.dtype == torch.float32 and acts.tensor.device.type == "cpu"
+            yield (batch_size, side), acts
+
+
 @pytest.mark.parametrize("pooling", POOLINGS)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_tiny_llama_parity(llama, tok, backend, pooling):
     ref = reference_states(llama, tok, TEXTS, pooling)
-    for batch_size in (1, 7):
-        for side in ("left", "right"):
-            acts = interp.extract(
-                llama,
-                tok,
-                TEXTS,
-                pooling=pooling,
-                backend=backend,
-                batch_size=batch_size,
-                padding_side=side,
-                progress=False,
-            )
-            assert acts.tensor.dtype == torch.float32 and acts.tensor.device.type == "cpu"
-            assert acts.layers == list(range(5))
-            diff, _ = _max_error(acts, ref, pooling)
-            assert diff.max() <= 1e-4, (backend, pooling, batch_size, side, diff)
+    for case, acts in _runs(llama, tok, backend, pooling):
+        assert acts.layers == list(range(5))
+        diff, _ = _max_error(acts, ref, pooling)
+        assert diff.max() <= 1e-4, (backend, pooling, case, diff)
 
 
 @pytest.mark.gemma
@@ -60,19 +60,8 @@ def test_gemma_parity(gemma, backend):
     model, tokenizer = gemma
     for pooling in POOLINGS:
         ref = reference_states(model, tokenizer, TEXTS, pooling)
-        for batch_size in (1, 7):
-            for side in ("left", "right"):
-                acts = interp.extract(
-                    model,
-                    tokenizer,
-                    TEXTS,
-                    pooling=pooling,
-                    backend=backend,
-                    batch_size=batch_size,
-                    padding_side=side,
-                    progress=False,
-                )
-                assert acts.tensor.shape[0] == 19 and acts.d_model == 640
-                diff, scale = _max_error(acts, ref, pooling)
-                bound = 1e-4 + 1e-6 * scale
-                assert (diff <= bound).all(), (backend, pooling, batch_size, side, diff, scale)
+        for case, acts in _runs(model, tokenizer, backend, pooling):
+            assert acts.tensor.shape[0] == 19 and acts.d_model == 640
+            diff, scale = _max_error(acts, ref, pooling)
+            bound = 1e-4 + 1e-6 * scale
+            assert (diff <= bound).all(), (backend, pooling, case, diff, scale)

@@ -59,19 +59,11 @@ def _byte_of(ch: str) -> int:
     return missing[ord(ch) - 256]
 
 
-def tiny_llama(
-    n_layers: int = 4,
-    d_model: int = 64,
-    n_heads: int = 4,
-    n_kv_heads: int = 2,
-    vocab_size: int = BYTE_VOCAB_SIZE,
-    seed: int = 0,
-    attn_implementation: str = "sdpa",
-) -> nn.Module:
-    """A randomly initialised ``LlamaForCausalLM`` (eval mode, float32)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+def _llama_config(vocab_size: int, d_model: int, n_layers: int, n_heads: int, n_kv_heads: int):
+    """A small Llama config whose special ids match :func:`byte_tokenizer`."""
+    from transformers import LlamaConfig
 
-    config = LlamaConfig(
+    return LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=d_model,
         intermediate_size=2 * d_model,
@@ -82,9 +74,24 @@ def tiny_llama(
         bos_token_id=257,
         eos_token_id=258,
         pad_token_id=256,
-        tie_word_embeddings=False,
-        attn_implementation=attn_implementation,
     )
+
+
+def tiny_llama(
+    n_layers: int = 4,
+    d_model: int = 64,
+    n_heads: int = 4,
+    n_kv_heads: int = 2,
+    vocab_size: int = BYTE_VOCAB_SIZE,
+    seed: int = 0,
+    attn_implementation: str = "sdpa",
+) -> nn.Module:
+    """A randomly initialised ``LlamaForCausalLM`` (eval mode, float32)."""
+    from transformers import LlamaForCausalLM
+
+    config = _llama_config(vocab_size, d_model, n_layers, n_heads, n_kv_heads)
+    config.tie_word_embeddings = False
+    config._attn_implementation = attn_implementation
     config.architectures = ["LlamaForCausalLM"]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -108,20 +115,9 @@ def tiny_llava(
     :func:`byte_tokenizer`. Use ``attn_implementation="eager"`` where attention
     weights from ``output_attentions`` are needed.
     """
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+    from transformers import CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration
 
-    text = LlamaConfig(
-        vocab_size=BYTE_VOCAB_SIZE,
-        hidden_size=d_model,
-        intermediate_size=2 * d_model,
-        num_hidden_layers=n_layers,
-        num_attention_heads=n_heads,
-        num_key_value_heads=n_heads,
-        max_position_embeddings=2048,
-        bos_token_id=257,
-        eos_token_id=258,
-        pad_token_id=256,
-    )
+    text = _llama_config(BYTE_VOCAB_SIZE, d_model, n_layers, n_heads, n_heads)
     vision = CLIPVisionConfig(
         hidden_size=d_model,
         intermediate_size=2 * d_model,
