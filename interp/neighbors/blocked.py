@@ -139,24 +139,56 @@ def _column_score(s: torch.Tensor, sq: torch.Tensor | None) -> torch.Tensor:
     return s if sq is None else s - 0.5 * sq[None, :]
 
 
+def cluster_order(p: torch.Tensor, n_clusters: int, seed: int = 0, iterations: int = 4) -> torch.Tensor:
+    """A permutation that puts similar points next to each other (so in the same block).
+
+    A few Lloyd iterations of spherical k-means on a sample, then every point
+    sorted by its nearest centroid. Only speed depends on it: with neighbours
+    mostly inside their own block, the diagonal blocks (done first) give each
+    row a nearly final threshold, and most lines of the other blocks are
+    skipped by :func:`select`.
+    """
+    n = p.shape[0]
+    if n_clusters < 2:
+        return torch.arange(n, device=p.device)
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    sample = p[torch.randperm(n, generator=generator)[: min(n, 256 * n_clusters)].to(p.device)]
+    centroids = sample[:n_clusters].clone()
+    for _ in range(iterations):
+        assign = (sample @ centroids.T).argmax(1)
+        sums = torch.zeros_like(centroids).index_add_(0, assign, sample)
+        centroids = torch.where(sums.norm(dim=1, keepdim=True) > 0, sums, centroids)
+        centroids = centroids / centroids.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    assign = torch.cat([(p[i : i + 8192] @ centroids.T).argmax(1) for i in range(0, n, 8192)])
+    return torch.argsort(assign, stable=True)
+
+
 def _symmetric(p, p2, kc, exclude_self, block):
     n = p.shape[0]
     starts = list(range(0, n, block))
+    order = cluster_order(p if p2 is None else p / p.norm(dim=1, keepdim=True).clamp_min(1e-30), len(starts))
+    p = p[order]
+    p2 = None if p2 is None else p2[order]
     best = [RunningTopK(min(block, n - i0), kc, p.device) for i0 in starts]
-    for a, i0 in enumerate(starts):
-        rows = p[i0 : i0 + block]
-        for b in range(a, len(starts)):
-            j0 = starts[b]
-            s = rows @ p[j0 : j0 + block].T  # [bi, bj]
-            if a == b and exclude_self:
-                s.fill_diagonal_(float("-inf"))
-            row_view = _column_score(s, None if p2 is None else p2[j0 : j0 + block])
-            best[a].update(select(row_view, kc, best[a].threshold(), by_column=False), j0)
-            if b == a:
-                continue
-            col_view = s if p2 is None else s - 0.5 * p2[i0 : i0 + block][:, None]
-            best[b].update(select(col_view, kc, best[b].threshold(), by_column=True), i0)
-    return torch.cat([t.values for t in best]), torch.cat([t.index for t in best])
+    pairs = [(a, a) for a in range(len(starts))] + [
+        (a, b) for a in range(len(starts)) for b in range(a + 1, len(starts))
+    ]  # diagonal blocks first: each row gets a tight threshold early
+    for a, b in pairs:
+        i0, j0 = starts[a], starts[b]
+        s = p[i0 : i0 + block] @ p[j0 : j0 + block].T  # [bi, bj]
+        if a == b and exclude_self:
+            s.fill_diagonal_(float("-inf"))
+        row_view = _column_score(s, None if p2 is None else p2[j0 : j0 + block])
+        best[a].update(select(row_view, kc, best[a].threshold(), by_column=False), j0)
+        if b == a:
+            continue
+        col_view = s if p2 is None else s - 0.5 * p2[i0 : i0 + block][:, None]
+        best[b].update(select(col_view, kc, best[b].threshold(), by_column=True), i0)
+    values = torch.cat([t.values for t in best])
+    index = order[torch.cat([t.index for t in best]).clamp_min(0)]
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(n, device=order.device)
+    return values[inverse], index[inverse]
 
 
 def _rectangular(q, p, p2, kc, exclude_self, block):
