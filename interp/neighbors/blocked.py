@@ -1,6 +1,8 @@
 """Stage 1 on torch (CPU or GPU): blocked GEMM + running top-k, symmetric for self-search.
 
-Points are cut into blocks of ``block`` rows. For self-search the similarity
+Points are cut into blocks of ``block`` rows (for self-search after a cheap
+spherical k-means reordering, :func:`cluster_order`, so that neighbours tend
+to share a block; diagonal blocks are processed first). For self-search the similarity
 block ``S = X_I X_Jᵀ`` is computed only for ``J >= I`` and used twice: its rows
 update the candidates of block I, its columns those of block J -- half the
 GEMM flops of a full ``N × N`` sweep, which is how this path beats FAISS on
