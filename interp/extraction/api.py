@@ -108,6 +108,7 @@ def _pad_id(tokenizer) -> int:
 def _run_shard(
     runner,
     tokens: list[Tokenized],
+    lengths: list[int],
     rows: range,
     batch_size: int,
     pooling: str,
@@ -119,7 +120,6 @@ def _run_shard(
     """Extract texts ``rows``; return the shard's tensors in text order."""
     layers = runner.layers
     pooled: dict[int, list] = {}
-    lengths = [len(tokens[r].input_ids) for r in range(len(tokens))]
     for batch_rows in plan_batches(lengths, rows, batch_size):
         batch = collate(tokens, batch_rows, pad_id, padding_side)
         with torch.no_grad():
@@ -248,20 +248,21 @@ def extract(
     todo = [i for i in range(len(shard_ranges)) if i not in done]
     results: list[dict[str, torch.Tensor]] = []
     pad_id = _pad_id(tokenizer)
+    lengths = [len(t.input_ids) for t in tokens]
     total = sum(len(shard_ranges[i]) for i in todo)
     with tqdm(total=total, disable=not progress or total == 0, desc=f"extract[{backend}]", unit="text") as bar:
         if todo:
             with get_backend(backend)(model, tokenizer, adapter, layer_ids) as runner:
                 for i in todo:
                     shard = _run_shard(
-                        runner, tokens, shard_ranges[i], batch_size, pooling, pad_id, padding_side, dtype, bar
+                        runner, tokens, lengths, shard_ranges[i], batch_size, pooling, pad_id, padding_side, dtype, bar
                     )
                     if sink is not None:
                         sink.commit(i, shard)
                     else:
                         results.append(shard)
     if sink is not None:
-        return sink.load()
+        return sink.load(verify=False)  # begin() verified resumed shards; the rest were just written
     lengths = torch.cat([r["lengths"] for r in results]) if pooling == "none" else None
     return Activations(
         tensor=torch.cat([r["hidden"] for r in results], dim=1),

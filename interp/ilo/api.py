@@ -211,7 +211,7 @@ def score(
     )
     for extra in ("null_mean", "ilo_minus_null", "translation_share"):
         if extra in table:
-            by_layer[f"{extra}"] = grouped[extra].mean()
+            by_layer[extra] = grouped[extra].mean()
     params = {"k": k, "t": t, "metric": metric, "compat": compat, "min_count": min_count, "null": null,
               "bootstrap": bootstrap, "seed": seed, "n_points": n_points}  # fmt: skip
     return ILOResult(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from interp.ilo.measures import bridge_reach, harmonic
+from interp.ilo.measures import bridge_reach, harmonic, slot_counts
 
 __all__ = ["permutation_null", "translation_share", "retrieval_accuracy", "bootstrap_ilo"]
 
@@ -28,8 +28,6 @@ def permutation_null(
     indices: torch.Tensor, codes: torch.Tensor, n_langs: int, t: int, n_perm: int, seed: int = 0, min_count: int = 1
 ) -> torch.Tensor:
     """ILO under shuffled language labels: ``[n_perm, L, n_langs]`` float64."""
-    from interp.ilo.measures import slot_counts
-
     generator = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(n_perm):

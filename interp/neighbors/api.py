@@ -58,7 +58,7 @@ def _as_tensor(name: str, x) -> torch.Tensor:
     return x
 
 
-def _available_backends(device: torch.device) -> str:
+def _auto_backend(device: torch.device) -> str:
     if device.type == "cuda":
         try:
             import triton  # noqa: F401
@@ -137,8 +137,10 @@ def knn(
     k = int(k)
     if block is not None and (not isinstance(block, int) or block < 1):
         raise ValueError(f"block must be a positive int, got {block!r}")
-    chosen = _available_backends(X.device) if backend == "auto" else backend
+    chosen = _auto_backend(X.device) if backend == "auto" else backend
     kc = min(n_available, k + 8 + k // 2)
+    if precision != "ieee" and chosen != "triton":
+        raise ValueError(f"precision='tf32'/'bf16' is for backend='triton'; the {chosen} backend computes in fp32")
 
     batched = X.ndim == 3
     Xs = X if batched else X.unsqueeze(0)
@@ -156,8 +158,6 @@ def knn(
         elif chosen == "torch":
             from interp.neighbors.blocked import blocked_candidates
 
-            if precision != "ieee":
-                raise ValueError("precision='tf32'/'bf16' is for backend='triton'; the torch backend computes in fp32")
             cand, approx = blocked_candidates(
                 points, None if Qs is None else query, kc, metric, exclude_self, block or 2048
             )

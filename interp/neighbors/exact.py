@@ -53,7 +53,13 @@ def stage1_tolerance(queries: torch.Tensor, points: torch.Tensor, metric: str, p
     return 2 * per_product * (q2 * p2_max).sqrt() + (d + 4) * u * (q2 + p2_max) + 8 * u * (q2 + p2_max)
 
 
-def exact_distances(queries: torch.Tensor, points: torch.Tensor, index: torch.Tensor, metric: str) -> torch.Tensor:
+def exact_distances(
+    queries: torch.Tensor,
+    points: torch.Tensor,
+    index: torch.Tensor,
+    metric: str,
+    inv_points: torch.Tensor | None = None,
+) -> torch.Tensor:
     """float64 distances from ``queries[i]`` to ``points[index[i, j]]``: ``[M, kc]``.
 
     Cosine returns ``1 - cos`` (``x·y / (|x| |y|)`` with the dot product and
@@ -64,15 +70,15 @@ def exact_distances(queries: torch.Tensor, points: torch.Tensor, index: torch.Te
     out = torch.empty(index.shape, dtype=torch.float64, device=queries.device)
     width = max(1, index.shape[1])
     rows = max(1, _CHUNK_BYTES // (8 * width * queries.shape[1]))
-    if metric == "cosine":
-        inv_p = _inverse_norms(points)
+    if metric == "cosine" and inv_points is None:
+        inv_points = _inverse_norms(points)
     for start in range(0, index.shape[0], rows):
         q = queries[start : start + rows].double()
         sel = index[start : start + rows]
         p = points[sel].double()  # [r, kc, D]
         if metric == "cosine":
             dots = torch.bmm(p, q.unsqueeze(2)).squeeze(2)
-            out[start : start + rows] = 1.0 - dots * _inverse_norms(q).unsqueeze(1) * inv_p[sel]
+            out[start : start + rows] = 1.0 - dots * _inverse_norms(q).unsqueeze(1) * inv_points[sel]
         else:
             out[start : start + rows] = (p - q.unsqueeze(1)).pow_(2).sum(-1)
     return out
@@ -122,7 +128,7 @@ def brute_force_rows(
             valid = s >= 0
             d[valid.nonzero().squeeze(1), s[valid]] = float("inf")
         candidates = torch.argsort(d.float(), dim=1, stable=True)[:, :width]
-        dist64 = exact_distances(queries[start : start + rows], points, candidates, metric)
+        dist64 = exact_distances(queries[start : start + rows], points, candidates, metric, inv_p)
         index, final, _ = _order(dist64, candidates, metric)
         out_idx.append(index[:, :k])
         out_dist.append(final[:, :k])
@@ -160,12 +166,13 @@ def rerank(
     order = torch.argsort(approx, dim=1, stable=True)
     candidates, approx = candidates.gather(1, order), approx.gather(1, order).double()
     tol = stage1_tolerance(queries, points, metric, precision).to(approx.device)
+    inv_points = _inverse_norms(points) if metric == "cosine" else None  # shared by every tier
     index = torch.empty((m, k), dtype=torch.int64, device=candidates.device)
     dist = torch.empty((m, k), dtype=torch.float32, device=candidates.device)
     pending = torch.arange(m, device=candidates.device)
     for width in sorted({min(kc, k + 1), kc}):
         rows = pending
-        dist64 = exact_distances(queries[rows], points, candidates[rows, :width], metric)
+        dist64 = exact_distances(queries[rows], points, candidates[rows, :width], metric, inv_points)
         idx, final, dist64 = _order(dist64, candidates[rows, :width], metric)
         index[rows], dist[rows] = idx[:, :k], final[:, :k]
         if width >= n_available:
