@@ -15,6 +15,13 @@ from interp.models import byte_tokenizer, load_model, tiny_llama  # noqa: E402
 
 UDHR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "udhr30.jsonl")
 
+
+def require_udhr() -> str:
+    """Path of ../shared/data/udhr30.jsonl (test data beside the checkout; CI always has it)."""
+    if not os.path.isfile(UDHR) and os.environ.get("CI") != "true":
+        pytest.skip(f"test data {UDHR} is not beside this checkout")
+    return UDHR
+
 TEXTS = [
     "All human beings are born free and equal in dignity and rights.",
     "Tous les êtres humains naissent libres et égaux en dignité et en droits.",

@@ -17,7 +17,7 @@ import statistics
 import numpy as np
 import pytest
 import torch
-from conftest import UDHR
+from conftest import require_udhr
 
 import interp
 from interp.data import AlignmentError, load_parallel
@@ -148,7 +148,7 @@ def test_retrieval_accuracy():
 @pytest.mark.gemma
 def test_real_udhr_with_gemma(gemma):
     model, tok = gemma
-    corpus = load_parallel(f"jsonl:{UDHR}")
+    corpus = load_parallel(f"jsonl:{require_udhr()}")
     corpus = corpus.head(8)  # all 30 languages; the first 8 articles, 64 tokens each (CI time)
     texts, langs, ids = corpus.flat()
     acts = interp.extract(model, tok, texts, layers=[0, 3, 6, 9], labels=langs, ids=ids, batch_size=8,
