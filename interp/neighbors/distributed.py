@@ -1,0 +1,254 @@
+"""Exact kNN sharded over ``torch.distributed`` ranks: :func:`knn_sharded`.
+
+Layout. The N points are split into P contiguous shards in rank order (rank
+r owns global indices ``offset_r .. offset_r + n_r - 1``; shards may be
+uneven or empty, see :func:`shard_range`). Each rank owns its shard twice:
+as *queries* (it answers for them) and as one piece of the *database*.
+
+Ring. In step s (``s = 0 .. P-1``) rank r holds the database shard of rank
+``(r - s) mod P``. While it searches its queries against that shard with the
+single-process engine (:func:`interp.knn`, ``queries=``: stage-1 proposal +
+exact float64 re-rank), it already sends the shard on to rank ``r + 1`` and
+receives the next one from rank ``r - 1`` (``isend`` / ``irecv``), so
+communication overlaps compute. At most three shards (own, current,
+incoming) are resident, so memory per rank is ~3 N D / P, not N D.
+
+Merge. Every per-shard answer is exact and sorted by (float32 distance,
+index); a pair's distance does not depend on which other points are in the
+search (it is recomputed in float64 from the two vectors and rounded). The
+running top-k of each query is merged with each shard's top-k by (distance,
+global index), ties to the lower index -- the same total order the
+single-process engine uses, so the merged lists are the single-process lists,
+bit for bit. The point itself is excluded by index: only in the step that
+visits the rank's own shard, where query i is local point i.
+
+Failure. Every rank checks its input and the ranks agree on the shapes
+(one small ``all_gather``) before any work, so bad input raises the same
+clear ``ValueError`` everywhere instead of hanging. Every communication is
+waited on with a timeout; a dead or stuck peer raises
+:class:`DistributedKNNError` naming the step and the peer.
+
+Backends: gloo (CPU tensors) and NCCL (CUDA tensors, one device per rank).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from interp.neighbors.api import METRICS, _as_tensor, knn
+
+__all__ = ["knn_sharded", "shard_range", "shard_sizes", "DistributedKNNError", "gather_rows"]
+
+DEFAULT_TIMEOUT = timedelta(minutes=10)
+
+
+class DistributedKNNError(RuntimeError):
+    """A collective of the sharded kNN failed: a peer died, or did not answer in time."""
+
+
+def shard_range(n: int, rank: int, world_size: int) -> tuple[int, int]:
+    """``(start, stop)`` of rank ``rank``'s contiguous shard of ``n`` points.
+
+    Balanced: the first ``n % world_size`` ranks get one point more.
+    """
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, {world_size}), got {rank} (world size {world_size})")
+    base, extra = divmod(n, world_size)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (rank < extra)
+
+
+def _comm_device(group) -> torch.device:
+    if dist.get_backend(group) == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _wait(work, what: str, timeout: timedelta) -> None:
+    try:
+        work.wait(timeout)
+    except Exception as err:  # gloo raises RuntimeError / DistBackendError; NCCL may raise others
+        raise DistributedKNNError(
+            f"rank {dist.get_rank()}: distributed kNN failed while {what} -- a peer process died or did not "
+            f"answer within {timeout.total_seconds():.0f} s. Check the other ranks' logs; the job cannot "
+            f"continue. ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+        ) from err
+
+
+def _all_gather(local: torch.Tensor, what: str, group, timeout: timedelta) -> list[torch.Tensor]:
+    out = [torch.empty_like(local) for _ in range(dist.get_world_size(group))]
+    _wait(dist.all_gather(out, local, group=group, async_op=True), what, timeout)
+    return out
+
+
+def shard_sizes(n_local: int, group=None, timeout: timedelta = DEFAULT_TIMEOUT) -> list[int]:
+    """Shard size of every rank (one small ``all_gather``)."""
+    local = torch.tensor([n_local], dtype=torch.int64, device=_comm_device(group))
+    return [int(t) for t in _all_gather(local, "exchanging shard sizes", group, timeout)]
+
+
+def gather_rows(local: torch.Tensor, sizes: list[int], group=None, timeout: timedelta = DEFAULT_TIMEOUT) -> torch.Tensor:
+    """All-gather ``[..., n_r, *rest]`` shards (dim ``-2`` for 2-D+, else dim 0) of uneven sizes, in rank order.
+
+    Used for small per-point values (labels, counts), never for ``N × k`` lists.
+    """
+    dim = 0 if local.ndim == 1 else local.ndim - 1 if local.ndim == 2 else 1
+    width = max(sizes)
+    pad = list(local.shape)
+    pad[dim] = width - local.shape[dim]
+    device = _comm_device(group)
+    padded = torch.cat([local.to(device), torch.zeros(pad, dtype=local.dtype, device=device)], dim=dim)
+    parts = _all_gather(padded.contiguous(), "gathering per-point values", group, timeout)
+    return torch.cat([p.narrow(dim, 0, n) for p, n in zip(parts, sizes)], dim=dim).to(local.device)
+
+
+def _merge(
+    index: torch.Tensor, dist_: torch.Tensor, new_index: torch.Tensor, new_dist: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k of two sorted lists by (float32 distance, global index)."""
+    index, dist_ = torch.cat([index, new_index], -1), torch.cat([dist_, new_dist], -1)
+    by_index = torch.argsort(index, dim=-1, stable=True)
+    index, dist_ = index.gather(-1, by_index), dist_.gather(-1, by_index)
+    by_dist = torch.argsort(dist_, dim=-1, stable=True)[..., :k]
+    return index.gather(-1, by_dist), dist_.gather(-1, by_dist)
+
+
+def _local_problem(name: str, x) -> tuple[torch.Tensor | None, str]:
+    """Validate one rank's tensor without raising (so every rank can agree first)."""
+    if x is None:
+        return None, ""
+    if isinstance(x, torch.Tensor) and x.ndim in (2, 3) and x.shape[-2] == 0:
+        if not x.dtype.is_floating_point:
+            return None, f"{name} must be floating point, got {x.dtype}"
+        return x, ""  # an empty shard is allowed here (more ranks than points)
+    try:
+        return _as_tensor(name, x), ""
+    except (TypeError, ValueError) as err:
+        return None, str(err)
+
+
+def knn_sharded(
+    X,
+    k: int,
+    metric: str = "cosine",
+    exclude_self: bool | None = None,
+    backend: str = "auto",
+    *,
+    queries=None,
+    group=None,
+    timeout: timedelta | float | None = None,
+    precision: str = "ieee",
+    block: int | None = None,
+    progress: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact kNN of this rank's queries among the points of all ranks (collective: every rank calls it).
+
+    Args:
+        X: this rank's shard of the points, ``[n_r, D]`` or ``[B, n_r, D]``
+            (B independent problems, e.g. layers); the global point set is the
+            concatenation of the shards in rank order. Shards may differ in
+            size (or be empty). CPU tensors for gloo, CUDA for NCCL.
+        k: neighbours per query, ``1 <= k <= N - 1`` with self-exclusion.
+        metric, backend, precision, block: as :func:`interp.knn`.
+        exclude_self: default True without ``queries`` (each local point is a
+            query and is not its own neighbour, by index; its duplicates are).
+        queries: optional ``[m_r, D]`` / ``[B, m_r, D]`` queries of this rank
+            (with ``exclude_self=True``, query i is local point i).
+        group: process group (default: the world).
+        timeout: per-communication timeout (seconds or timedelta; default 10 min).
+        progress: a tqdm bar over the ring steps on rank 0.
+
+    Returns:
+        ``(indices, distances)`` for this rank's queries: ``[..., m_r, k]``
+        int64 *global* indices and float32 distances, each row sorted by
+        (distance, index) -- identical to the rows of the single-process
+        :func:`interp.knn` on the concatenated points.
+    """
+    if not dist.is_available() or not dist.is_initialized():
+        raise RuntimeError(
+            "knn_sharded needs an initialised torch.distributed process group; call "
+            "interp.launch.init_distributed() (or torch.distributed.init_process_group) first, "
+            "or use interp.knn for a single process"
+        )
+    if timeout is None:
+        timeout = DEFAULT_TIMEOUT
+    elif not isinstance(timeout, timedelta):
+        timeout = timedelta(seconds=float(timeout))
+    rank, world = dist.get_rank(group), dist.get_world_size(group)
+    X, problem = _local_problem("X", X)
+    Q, q_problem = _local_problem("queries", queries)
+    problem = problem or q_problem
+    if exclude_self is None:
+        exclude_self = queries is None
+    if not problem and Q is not None and X is not None:
+        if Q.ndim != X.ndim or Q.shape[-1] != X.shape[-1] or (X.ndim == 3 and Q.shape[0] != X.shape[0]):
+            problem = f"queries {tuple(Q.shape)} do not match X {tuple(X.shape)} (same D and batch B)"
+        elif Q.device != X.device:
+            problem = f"queries are on {Q.device} but X is on {X.device}"
+        elif exclude_self and Q.shape[-2] != X.shape[-2]:
+            problem = (f"exclude_self with queries means local query i is local point i, but this rank has "
+                       f"{Q.shape[-2]} queries and {X.shape[-2]} points; pass exclude_self=False")  # fmt: skip
+
+    # One small all_gather: every rank's shapes and whether its input is valid.
+    batch = 0 if X is None else (X.shape[0] if X.ndim == 3 else -1)
+    meta = [0 if problem else 1, batch, -1 if X is None else X.shape[-1], 0 if X is None else X.shape[-2],
+            0 if X is None else (X.shape[-2] if Q is None else Q.shape[-2])]  # fmt: skip
+    local = torch.tensor(meta, dtype=torch.int64, device=_comm_device(group))
+    table = torch.stack(_all_gather(local, "exchanging shard shapes", group, timeout)).tolist()
+    if problem:
+        raise ValueError(f"rank {rank}: {problem}")
+    bad = [r for r, row in enumerate(table) if row[0] == 0]
+    if bad:
+        raise ValueError(f"rank {rank}: the input of rank(s) {bad} is invalid (see their error); nothing was computed")
+    if len({(row[1], row[2]) for row in table}) != 1:
+        shapes = {r: ("[B=%d] " % row[1] if row[1] >= 0 else "") + f"D={row[2]}" for r, row in enumerate(table)}
+        raise ValueError(f"rank {rank}: the shards disagree on batch size / dimension: {shapes}")
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; choose 'cosine' or 'euclidean'")
+    sizes = [row[3] for row in table]
+    n = sum(sizes)
+    n_available = n - int(exclude_self)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n_available:
+        raise ValueError(
+            f"k must be an int in [1, {n_available}] for {n} points over {world} ranks"
+            + (" with self-exclusion" if exclude_self else "")
+            + f", got {k!r}"
+        )
+
+    batched = X.ndim == 3
+    Xs = (X if batched else X.unsqueeze(0)).contiguous()
+    Qs = Xs if Q is None else (Q if batched else Q.unsqueeze(0))
+    offsets = [sum(sizes[:r]) for r in range(world)]
+    n_b, m = Xs.shape[0], Qs.shape[1]
+    index = torch.empty((n_b, m, 0), dtype=torch.int64, device=Xs.device)
+    found = torch.empty((n_b, m, 0), dtype=torch.float32, device=Xs.device)
+    nxt = dist.get_global_rank(group, (rank + 1) % world) if group is not None else (rank + 1) % world
+    prv = dist.get_global_rank(group, (rank - 1) % world) if group is not None else (rank - 1) % world
+
+    from tqdm.auto import tqdm
+
+    current = Xs
+    for step in tqdm(range(world), desc="sharded knn", disable=not progress or rank != 0):
+        src = (rank - step) % world
+        incoming, works = None, []
+        if step < world - 1:  # pass the shard on while searching it
+            n_in = sizes[(src - 1) % world]
+            incoming = torch.empty((n_b, n_in, Xs.shape[2]), dtype=Xs.dtype, device=Xs.device)
+            if current.shape[1]:
+                works.append(("sending a shard to the next rank", dist.isend(current, nxt, group=group)))
+            if n_in:
+                works.append(("receiving a shard from the previous rank", dist.irecv(incoming, prv, group=group)))
+        own = src == rank and exclude_self
+        k_here = min(k, current.shape[1] - int(own))
+        if m and k_here > 0:
+            idx, dst = knn(current, k_here, metric=metric, exclude_self=own, backend=backend,
+                           queries=Qs, precision=precision, block=block)  # fmt: skip
+            index, found = _merge(index, found, idx + offsets[src], dst, k)
+        for what, work in works:
+            _wait(work, f"{what} (ring step {step + 1}/{world})", timeout)
+        if incoming is not None:
+            current = incoming
+    return (index, found) if batched else (index[0], found[0])
