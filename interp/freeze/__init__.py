@@ -1,0 +1,48 @@
+"""Layer freezing: architecture-agnostic freezing, single-language fine-tuning, and the
+before/after ILO experiment of Wilie et al. (2025).
+
+* :mod:`.spec` -- :func:`freeze` / :class:`FreezeSpec` (what to freeze, by decoder-block
+  index: block ``i`` -> hidden-state index ``i+1``), :func:`official_selective_freeze`
+  (the official recipe, blocks ``0..n_first`` inclusive + embeddings + final norm + LM head).
+* :mod:`.finetune` -- :func:`finetune`, a seeded plain-torch loop (copy by default).
+* :mod:`.lm_loss` -- :func:`language_loss`, per-language held-out loss / perplexity.
+* :mod:`.experiment` -- :func:`run_experiment`: base vs full vs frozen fine-tunes, ΔILO per layer.
+* :mod:`.plot` -- its figures.
+"""
+
+from interp.freeze.experiment import (
+    BASE,
+    FreezeExperimentResult,
+    default_conditions,
+    run_experiment,
+    train_heldout_split,
+)
+from interp.freeze.finetune import FinetuneResult, finetune
+from interp.freeze.lm_loss import language_loss
+from interp.freeze.spec import (
+    FreezeSpec,
+    Freezing,
+    TiedEmbeddingsWarning,
+    block_to_hidden_state,
+    freeze,
+    official_freeze_update,
+    official_selective_freeze,
+)
+
+__all__ = [
+    "BASE",
+    "FinetuneResult",
+    "FreezeExperimentResult",
+    "FreezeSpec",
+    "Freezing",
+    "TiedEmbeddingsWarning",
+    "block_to_hidden_state",
+    "default_conditions",
+    "finetune",
+    "freeze",
+    "language_loss",
+    "official_freeze_update",
+    "official_selective_freeze",
+    "run_experiment",
+    "train_heldout_split",
+]

@@ -1,0 +1,377 @@
+"""Which parameters to freeze, architecture-agnostically, and undoing it exactly.
+
+A :class:`FreezeSpec` names parts of a transformer in the vocabulary of the
+model adapter (:func:`interp.models.get_adapter`): decoder **blocks** (by
+block index), the token **embeddings**, the **final norm**, the **LM head**,
+and optionally any other submodule by dotted path (``modules=``; e.g. a VLM's
+vision tower). The adapter resolves these parts for every architecture it
+knows (Llama/Gemma/Qwen/Mistral, LLaVA, GPT-2, GPT-NeoX, bare base models), so
+the same spec works on all of them.
+
+Block indices are **decoder-block** indices, not hidden-state indices: block
+``i`` produces hidden-state index ``i + 1`` (index 0 is the embedding output,
+index ``L`` the state after the final norm; see ``docs/index.md``). So freezing
+blocks ``0..8`` plus the embeddings leaves hidden states ``0..9`` unchanged by
+training. Negative block indices count from the end (``-1`` = last block).
+
+:func:`freeze` applies a spec at once and returns a :class:`Freezing` handle.
+The handle remembers the ``requires_grad`` flag of *every* parameter of the
+model, not only the frozen ones, and :meth:`Freezing.restore` writes them all
+back -- so it doubles as a context manager that restores the exact flags on
+exit, also when the body raises::
+
+    with freeze(model, blocks=range(9), embeddings=True, final_norm=True, lm_head=True) as frozen:
+        frozen.trainable          # names of the parameters still trainable
+        train(model)
+    # every requires_grad is as before
+
+Freezing only switches ``requires_grad`` off; parameters that were already
+frozen stay frozen, nothing is switched on. Tied input/output embeddings (Gemma,
+GPT-2) are one ``Parameter``: freezing the embeddings also freezes the LM head
+and vice versa; :func:`freeze` warns when the spec asks for only one of them.
+
+The official recipe (HLTCHKUST/interlingua ``src/param_freeze.py::
+selective_grad_freeze``) is :func:`official_selective_freeze`; the competing
+helper ``src/freeze.py::freeze_update`` is :func:`official_freeze_update`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from interp.models.adapter import ModelAdapter, get_adapter, resolve_path
+
+__all__ = [
+    "FreezeSpec",
+    "Freezing",
+    "TiedEmbeddingsWarning",
+    "freeze",
+    "official_selective_freeze",
+    "official_freeze_update",
+    "block_to_hidden_state",
+]
+
+
+class TiedEmbeddingsWarning(UserWarning):
+    """The input embedding and the LM head share weights; freezing one froze both."""
+
+
+def block_to_hidden_state(block: int) -> int:
+    """Hidden-state index produced by decoder block ``block`` (``block + 1``)."""
+    return block + 1
+
+
+def _as_blocks(blocks) -> tuple[int, ...]:
+    if blocks is None:
+        return ()
+    if isinstance(blocks, bool):
+        raise TypeError("blocks must be an int or an iterable of ints (decoder-block indices), got a bool")
+    if isinstance(blocks, int):
+        return (blocks,)
+    if isinstance(blocks, (str, bytes)) or not isinstance(blocks, Iterable):
+        raise TypeError(
+            f"blocks must be an int or an iterable of ints (decoder-block indices, e.g. range(9)), got {blocks!r}"
+        )
+    out = tuple(blocks)
+    bad = [b for b in out if isinstance(b, bool) or not isinstance(b, int)]
+    if bad:
+        raise TypeError(f"blocks must contain ints (decoder-block indices), got {bad[:3]}")
+    return out
+
+
+@dataclass(frozen=True)
+class FreezeSpec:
+    """What to freeze. See the module docstring for the block-index convention.
+
+    Attributes:
+        blocks: decoder-block indices (block ``i`` -> hidden-state index ``i+1``);
+            negative ones count from the end. Duplicates are allowed.
+        embeddings: the token embedding (``embed_tokens`` / ``wte`` / ``embed_in``).
+        final_norm: the norm after the last block (``model.norm`` / ``ln_f``).
+        lm_head: the output projection (``lm_head``).
+        modules: further dotted submodule paths, relative to the model
+            (e.g. ``"model.vision_tower"``).
+    """
+
+    blocks: tuple[int, ...] = ()
+    embeddings: bool = False
+    final_norm: bool = False
+    lm_head: bool = False
+    modules: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "blocks", _as_blocks(self.blocks))
+        mods = (self.modules,) if isinstance(self.modules, str) else tuple(self.modules or ())
+        bad = [m for m in mods if not isinstance(m, str) or not m]
+        if bad:
+            raise TypeError(f"modules must be non-empty dotted paths (str), got {bad[:3]}")
+        object.__setattr__(self, "modules", mods)
+        for name in ("embeddings", "final_norm", "lm_head"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
+
+    @classmethod
+    def coerce(cls, spec) -> FreezeSpec | None:
+        """``None`` (freeze nothing), a :class:`FreezeSpec`, or a mapping of its fields."""
+        if spec is None or isinstance(spec, FreezeSpec):
+            return spec
+        if isinstance(spec, Mapping):
+            unknown = set(spec) - {"blocks", "embeddings", "final_norm", "lm_head", "modules"}
+            if unknown:
+                raise TypeError(
+                    f"unknown freezing option(s) {sorted(unknown)}; use blocks, embeddings, final_norm, "
+                    "lm_head, modules"
+                )
+            return cls(**spec)
+        raise TypeError(f"a freezing spec must be None, a FreezeSpec or a dict of its fields, got {spec!r}")
+
+    @classmethod
+    def official(cls, n_first: int = 8) -> FreezeSpec:
+        """The official ``selective_grad_freeze`` recipe: blocks ``0..n_first`` **inclusive**
+        (``n_first + 1`` blocks), embeddings, final norm and LM head."""
+        _check_n_first(n_first)
+        return cls(tuple(range(n_first + 1)), True, True, True)
+
+    @classmethod
+    def official_update(cls, n_first: int = 7) -> FreezeSpec:
+        """The official ``freeze_update`` helper: blocks ``0..n_first-1`` (``n_first`` blocks),
+        embeddings, final norm and LM head."""
+        _check_n_first(n_first)
+        return cls(tuple(range(n_first)), True, True, True)
+
+    def block_indices(self, n_blocks: int) -> list[int]:
+        """Sorted, de-duplicated non-negative block indices for a model with ``n_blocks`` blocks."""
+        bad = [b for b in self.blocks if not -n_blocks <= b < n_blocks]
+        if bad:
+            raise IndexError(
+                f"block index {bad[0]} is out of range: the model has {n_blocks} decoder blocks "
+                f"(valid indices 0..{n_blocks - 1}, or -{n_blocks}..-1 from the end). Block indices are "
+                f"decoder-block indices: block i produces hidden-state index i+1."
+            )
+        return sorted({b % n_blocks for b in self.blocks})
+
+    def frozen_prefix(self, n_blocks: int) -> int:
+        """Number of hidden-state indices, from 0, that depend on frozen parameters only.
+
+        Index 0 needs the embeddings; index ``h`` (1 <= h < L) also blocks ``0..h-1``;
+        index ``L`` also the final norm. Training cannot change these states.
+        """
+        if not self.embeddings:
+            return 0
+        frozen = set(self.block_indices(n_blocks))
+        h = 1
+        while h < n_blocks and (h - 1) in frozen:
+            h += 1
+        if h == n_blocks and (n_blocks - 1) in frozen and self.final_norm:
+            h += 1
+        return h
+
+    def describe(self, n_blocks: int | None = None) -> str:
+        """Human-readable summary, e.g. ``'blocks 0-8, embeddings, final norm, LM head'``."""
+        parts = []
+        blocks = self.block_indices(n_blocks) if n_blocks is not None else sorted(set(self.blocks))
+        if blocks:
+            parts.append("blocks " + _ranges(blocks))
+        parts += [name for flag, name in ((self.embeddings, "embeddings"), (self.final_norm, "final norm"),
+                                          (self.lm_head, "LM head")) if flag]  # fmt: skip
+        parts += list(self.modules)
+        return ", ".join(parts) if parts else "nothing"
+
+
+def _check_n_first(n_first) -> None:
+    if isinstance(n_first, bool) or not isinstance(n_first, int) or n_first < 0:
+        raise ValueError(f"n_first must be a non-negative int, got {n_first!r}")
+
+
+def _ranges(values: list[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``'0-2,5'``."""
+    spans, start, prev = [], values[0], values[0]
+    for value in values[1:]:
+        if value != prev + 1:
+            spans.append(str(start) if start == prev else f"{start}-{prev}")
+            start = value
+        prev = value
+    spans.append(str(start) if start == prev else f"{start}-{prev}")
+    return ",".join(spans)
+
+
+def _params(module: nn.Module | None) -> list[nn.Parameter]:
+    return [] if module is None else list(module.parameters())
+
+
+def _resolve(model: nn.Module, adapter: ModelAdapter, spec: FreezeSpec) -> list[nn.Parameter]:
+    """Every parameter the spec names (validated; nothing is changed)."""
+    chosen: list[nn.Parameter] = []
+    for b in spec.block_indices(adapter.n_blocks):
+        chosen += _params(adapter.blocks[b])
+    if spec.embeddings:
+        chosen += _params(adapter.embed)
+    if spec.final_norm:
+        chosen += _params(adapter.final_norm)
+    if spec.lm_head:
+        if adapter.lm_head is None:
+            raise ValueError(
+                f"lm_head=True but this {type(model).__name__} has no LM head (a bare base model); "
+                "pass lm_head=False"
+            )
+        chosen += _params(adapter.lm_head)
+    for path in spec.modules:
+        module = resolve_path(model, path)
+        if module is None:
+            raise ValueError(f"modules: {path!r} is not a submodule of {type(model).__name__}")
+        chosen += _params(module)
+    return chosen
+
+
+def tied_embeddings(adapter: ModelAdapter) -> bool:
+    """Whether the LM head shares a parameter with the input embedding."""
+    if adapter.lm_head is None:
+        return False
+    embed = {id(p) for p in adapter.embed.parameters()}
+    return any(id(p) in embed for p in adapter.lm_head.parameters())
+
+
+class Freezing:
+    """A freezing applied to a model (returned by :func:`freeze`).
+
+    Attributes:
+        model: the model.
+        spec: the :class:`FreezeSpec` applied.
+        frozen: names of the parameters this call froze (``named_parameters``
+            order; a tied weight appears once, under its first name).
+        trainable: names of the parameters that still require grad.
+        tied: whether input and output embeddings are tied.
+    """
+
+    def __init__(self, model: nn.Module, spec: FreezeSpec) -> None:
+        self.model = model
+        self.spec = spec
+        adapter = get_adapter(model)
+        self.n_blocks = adapter.n_blocks
+        chosen = _resolve(model, adapter, spec)
+        self.tied = tied_embeddings(adapter)
+        chosen_ids = {id(p) for p in chosen}
+        named = list(model.named_parameters())
+        if not any(p.requires_grad and id(p) not in chosen_ids for _, p in named):
+            raise ValueError(
+                f"freezing {spec.describe(adapter.n_blocks)} would leave no parameter of "
+                f"{type(model).__name__} trainable (it has {adapter.n_blocks} blocks); freeze fewer blocks "
+                "or parts, or check that the model's parameters are not already frozen"
+            )
+        if self.tied and spec.embeddings != spec.lm_head:
+            asked, other = ("embeddings", "LM head") if spec.embeddings else ("LM head", "embeddings")
+            warnings.warn(
+                f"{type(model).__name__} ties its input embeddings and LM head (one shared weight): freezing "
+                f"the {asked} also freezes the {other}",
+                TiedEmbeddingsWarning,
+                stacklevel=3,
+            )
+        self._saved = [(p, p.requires_grad) for _, p in named]
+        self.frozen = [name for name, p in named if id(p) in chosen_ids and p.requires_grad]
+        self.active = True
+        try:
+            for p in chosen:
+                p.requires_grad_(False)
+        except BaseException:
+            self.restore()
+            raise
+        self.trainable = [name for name, p in named if p.requires_grad]
+
+    @property
+    def n_trainable(self) -> int:
+        """Number of trainable scalars (elements) left."""
+        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+
+    @property
+    def n_frozen(self) -> int:
+        """Number of scalars (elements) that do not require grad."""
+        return sum(p.numel() for p in self.model.parameters() if not p.requires_grad)
+
+    def restore(self) -> None:
+        """Write back every parameter's original ``requires_grad`` (idempotent)."""
+        for p, flag in self._saved:
+            if p.requires_grad != flag:
+                p.requires_grad_(flag)
+        self.active = False
+
+    def __enter__(self) -> Freezing:
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.restore()
+        return False
+
+    def __repr__(self) -> str:
+        state = "active" if self.active else "restored"
+        return (
+            f"Freezing({self.spec.describe(self.n_blocks)}; {len(self.frozen)} tensors frozen, "
+            f"{len(self.trainable)} trainable; {state})"
+        )
+
+
+def freeze(
+    model: nn.Module,
+    blocks: int | Iterable[int] = (),
+    embeddings: bool = False,
+    final_norm: bool = False,
+    lm_head: bool = False,
+    *,
+    modules: Iterable[str] = (),
+    spec: FreezeSpec | Mapping | None = None,
+) -> Freezing:
+    """Switch ``requires_grad`` off for the named parts of ``model``, now.
+
+    Args:
+        model: a model :func:`interp.models.get_adapter` knows.
+        blocks: decoder-block indices (block ``i`` produces hidden-state index ``i+1``).
+        embeddings, final_norm, lm_head: freeze these parts.
+        modules: further dotted submodule paths to freeze.
+        spec: a :class:`FreezeSpec` (or dict) instead of the keyword arguments.
+
+    Returns:
+        A :class:`Freezing`; call ``.restore()`` or use it as a context manager
+        to restore every ``requires_grad`` flag exactly.
+
+    Raises:
+        IndexError: a block index out of range.
+        ValueError: nothing would remain trainable; an unknown module path;
+            ``lm_head=True`` on a model without one; an unknown architecture.
+    """
+    if spec is None:
+        spec = FreezeSpec(blocks, embeddings, final_norm, lm_head, tuple(modules))
+    else:
+        if blocks or embeddings or final_norm or lm_head or tuple(modules):
+            raise TypeError("pass either spec= or the blocks/embeddings/final_norm/lm_head/modules arguments")
+        spec = FreezeSpec.coerce(spec)
+    return Freezing(model, spec)
+
+
+def official_selective_freeze(model: nn.Module, n_first: int = 8) -> Freezing:
+    """The official freezing recipe, exactly.
+
+    Reproduces HLTCHKUST/interlingua ``src/param_freeze.py::selective_grad_freeze(model,
+    n_first=8, embed=True, final=True)``: it freezes decoder blocks ``0..n_first``
+    **inclusive** -- ``range(n_first + 1)``, i.e. **9 blocks for n_first=8**, although
+    the official docstring says "first 8 layers" -- plus the token embeddings, the
+    final norm and the LM head. Everything from block ``n_first + 1`` up stays
+    trainable. Unlike the official helper (Llama attribute paths only) it works for
+    every architecture :func:`interp.models.get_adapter` knows, and the returned
+    :class:`Freezing` can restore the flags.
+
+    The other official helper, ``freeze_update``, freezes ``range(n_first)``: see
+    :func:`official_freeze_update`.
+    """
+    return Freezing(model, FreezeSpec.official(n_first))
+
+
+def official_freeze_update(model: nn.Module, n_first: int = 7) -> Freezing:
+    """HLTCHKUST/interlingua ``src/freeze.py::freeze_update(n_first=7)``: blocks
+    ``0..n_first-1`` (``range(n_first)``, 7 blocks by default), embeddings, final norm
+    and LM head. It is one block short of :func:`official_selective_freeze` for the
+    same ``n_first``; it matches the hidden-state reading of "the first n layers"
+    (hidden states 1..n = blocks 0..n-1)."""
+    return Freezing(model, FreezeSpec.official_update(n_first))
