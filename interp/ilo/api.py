@@ -111,6 +111,53 @@ def _codes(values) -> tuple[torch.Tensor, list]:
     return torch.tensor([lookup[v] for v in values], dtype=torch.int64), order
 
 
+def _check(codes, languages, ids, k, t, min_count, bootstrap, retrieval) -> torch.Tensor | None:
+    """Validate the scoring arguments against the (global) labels; return item codes or None."""
+    n_langs, n_points = len(languages), len(codes)
+    if n_langs < 2:
+        raise ValueError(f"ILO compares languages: need at least 2, got {languages}")
+    per_lang = torch.bincount(codes, minlength=n_langs)
+    small = [languages[i] for i in range(n_langs) if per_lang[i] < 2]
+    if small:
+        raise ValueError(f"languages with fewer than 2 points: {small}; ILO needs at least 2 per language")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < n_points - 1:
+        raise ValueError(f"k must be an int with 1 <= k < N - 1 = {n_points - 1}, got {k!r}")
+    if isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= k:
+        raise ValueError(f"t must be an int with 1 <= t <= k = {k}, got {t!r}")
+    if min_count < 1:
+        raise ValueError(f"min_count must be >= 1, got {min_count}")
+    items = None if ids is None else _codes(ids)[0]
+    if (bootstrap or retrieval) and items is None:
+        raise ValueError("bootstrap and retrieval need item ids (which points are translations of each other)")
+    return items
+
+
+def _tables(columns: dict, layers: list[int], languages: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The per-(layer, language) table and the per-layer summary from ``[L, n_langs]`` columns."""
+    n_langs = len(languages)
+    table = pd.DataFrame(
+        {
+            "layer": np.repeat(layers, n_langs),
+            "language": languages * len(layers),
+            **{name: value.reshape(-1).numpy() for name, value in columns.items()},
+        }
+    )
+    grouped = table.groupby("layer", sort=True)
+    by_layer = pd.DataFrame(
+        {
+            "ilo_mean": grouped["ilo"].mean(),
+            "ilo_median": grouped["ilo"].median(),
+            "ilo_min": grouped["ilo"].min(),
+            "bridge_mean": grouped["bridge"].mean(),
+            "reach_mean": grouped["reach"].mean(),
+        }
+    )
+    for extra in ("null_mean", "ilo_minus_null", "translation_share"):
+        if extra in table:
+            by_layer[extra] = grouped[extra].mean()
+    return table, by_layer
+
+
 def score(
     acts,
     langs=None,
@@ -126,6 +173,8 @@ def score(
     retrieval: bool = False,
     seed: int = 0,
     backend: str = "auto",
+    group=None,
+    timeout: float | None = None,
 ) -> ILOResult:
     """ILO score per layer and language (Wilie et al. 2025).
 
@@ -145,30 +194,25 @@ def score(
         bootstrap: number of item resamples for 95% CIs (0 = none; needs ids).
         retrieval: also compute cross-lingual retrieval accuracy per language pair (needs ids).
         seed: seed of the null and the bootstrap.
+        group: a ``torch.distributed`` process group (e.g. ``dist.group.WORLD``):
+            ``acts``, ``langs`` and ``ids`` are then this rank's contiguous shard
+            of the points (shards in rank order), the kNN is sharded and the
+            scores are reduced over ranks -- see :mod:`interp.ilo.distributed`.
+        timeout: with ``group``, seconds before a silent peer is an error.
 
     Returns:
         :class:`ILOResult`.
     """
+    if group is not None:
+        from interp.ilo.distributed import score_sharded
+
+        return score_sharded(acts, langs, k, t, metric, compat, ids=ids, min_count=min_count, null=null,
+                             bootstrap=bootstrap, retrieval=retrieval, seed=seed, backend=backend, group=group,
+                             timeout=timeout)  # fmt: skip
     x, layers, langs, ids = _inputs(acts, langs, ids)
     codes, languages = _codes(langs)
     n_langs, n_points = len(languages), len(langs)
-    if n_langs < 2:
-        raise ValueError(f"ILO compares languages: need at least 2, got {languages}")
-    per_lang = torch.bincount(codes, minlength=n_langs)
-    small = [languages[i] for i in range(n_langs) if per_lang[i] < 2]
-    if small:
-        raise ValueError(f"languages with fewer than 2 points: {small}; ILO needs at least 2 per language")
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < n_points - 1:
-        raise ValueError(f"k must be an int with 1 <= k < N - 1 = {n_points - 1}, got {k!r}")
-    if isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= k:
-        raise ValueError(f"t must be an int with 1 <= t <= k = {k}, got {t!r}")
-    if min_count < 1:
-        raise ValueError(f"min_count must be >= 1, got {min_count}")
-    items = None
-    if ids is not None:
-        items, _ = _codes(ids)
-    if (bootstrap or retrieval) and items is None:
-        raise ValueError("bootstrap and retrieval need item ids (which points are translations of each other)")
+    items = _check(codes, languages, ids, k, t, min_count, bootstrap, retrieval)
 
     if compat:
         found, _ = knn(x, k + 1, metric=metric, exclude_self=False, backend=backend)
@@ -192,26 +236,7 @@ def score(
         columns["ilo_ci_low"] = boot.quantile(0.025, dim=0)
         columns["ilo_ci_high"] = boot.quantile(0.975, dim=0)
 
-    table = pd.DataFrame(
-        {
-            "layer": np.repeat(layers, n_langs),
-            "language": languages * len(layers),
-            **{name: value.reshape(-1).numpy() for name, value in columns.items()},
-        }
-    )
-    grouped = table.groupby("layer", sort=True)
-    by_layer = pd.DataFrame(
-        {
-            "ilo_mean": grouped["ilo"].mean(),
-            "ilo_median": grouped["ilo"].median(),
-            "ilo_min": grouped["ilo"].min(),
-            "bridge_mean": grouped["bridge"].mean(),
-            "reach_mean": grouped["reach"].mean(),
-        }
-    )
-    for extra in ("null_mean", "ilo_minus_null", "translation_share"):
-        if extra in table:
-            by_layer[extra] = grouped[extra].mean()
+    table, by_layer = _tables(columns, layers, languages)
     params = {"k": k, "t": t, "metric": metric, "compat": compat, "min_count": min_count, "null": null,
               "bootstrap": bootstrap, "seed": seed, "n_points": n_points}  # fmt: skip
     return ILOResult(

@@ -71,10 +71,11 @@ def _wait(work, what: str, timeout: timedelta) -> None:
     try:
         work.wait(timeout)
     except Exception as err:  # gloo raises RuntimeError / DistBackendError; NCCL may raise others
+        first = str(err).splitlines()[0] if str(err) else ""
         raise DistributedKNNError(
-            f"rank {dist.get_rank()}: distributed kNN failed while {what} -- a peer process died or did not "
-            f"answer within {timeout.total_seconds():.0f} s. Check the other ranks' logs; the job cannot "
-            f"continue. ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+            f"rank {dist.get_rank()}: distributed step failed while {what}: {type(err).__name__}: {first}. "
+            f"This is how a peer process that died, or did not answer within {timeout.total_seconds():.0f} s, "
+            "shows up; check the other ranks' logs -- the job cannot continue."
         ) from err
 
 
@@ -90,19 +91,20 @@ def shard_sizes(n_local: int, group=None, timeout: timedelta = DEFAULT_TIMEOUT) 
     return [int(t) for t in _all_gather(local, "exchanging shard sizes", group, timeout)]
 
 
-def gather_rows(local: torch.Tensor, sizes: list[int], group=None, timeout: timedelta = DEFAULT_TIMEOUT) -> torch.Tensor:
-    """All-gather ``[..., n_r, *rest]`` shards (dim ``-2`` for 2-D+, else dim 0) of uneven sizes, in rank order.
+def gather_rows(
+    local: torch.Tensor, sizes: list[int], dim: int = 0, group=None, timeout: timedelta = DEFAULT_TIMEOUT
+) -> torch.Tensor:
+    """All-gather per-rank shards of uneven sizes ``sizes`` along ``dim``, concatenated in rank order.
 
-    Used for small per-point values (labels, counts), never for ``N × k`` lists.
+    Used for small per-point values (e.g. ``[L, n_r]`` counts), never for ``N × k`` lists.
     """
-    dim = 0 if local.ndim == 1 else local.ndim - 1 if local.ndim == 2 else 1
     width = max(sizes)
     pad = list(local.shape)
     pad[dim] = width - local.shape[dim]
     device = _comm_device(group)
     padded = torch.cat([local.to(device), torch.zeros(pad, dtype=local.dtype, device=device)], dim=dim)
     parts = _all_gather(padded.contiguous(), "gathering per-point values", group, timeout)
-    return torch.cat([p.narrow(dim, 0, n) for p, n in zip(parts, sizes)], dim=dim).to(local.device)
+    return torch.cat([p.narrow(dim, 0, n) for p, n in zip(parts, sizes, strict=True)], dim=dim).to(local.device)
 
 
 def _merge(
@@ -204,7 +206,7 @@ def knn_sharded(
     if bad:
         raise ValueError(f"rank {rank}: the input of rank(s) {bad} is invalid (see their error); nothing was computed")
     if len({(row[1], row[2]) for row in table}) != 1:
-        shapes = {r: ("[B=%d] " % row[1] if row[1] >= 0 else "") + f"D={row[2]}" for r, row in enumerate(table)}
+        shapes = {r: (f"[B={row[1]}] " if row[1] >= 0 else "") + f"D={row[2]}" for r, row in enumerate(table)}
         raise ValueError(f"rank {rank}: the shards disagree on batch size / dimension: {shapes}")
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose 'cosine' or 'euclidean'")
@@ -251,4 +253,6 @@ def knn_sharded(
             _wait(work, f"{what} (ring step {step + 1}/{world})", timeout)
         if incoming is not None:
             current = incoming
+    if m == 0:  # no queries on this rank: empty [B, 0, k] answers
+        index, found = index.new_empty((n_b, 0, k)), found.new_empty((n_b, 0, k))
     return (index, found) if batched else (index[0], found[0])
