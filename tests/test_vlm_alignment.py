@@ -356,8 +356,9 @@ def test_layer_curves_hand_computed_and_degenerate():
 
 
 def test_layer_curves_bootstrap_vs_explicit_resampling():
-    correct = [True, False, True, True, False, True, True, False]
-    values = {3: [0.1, 0.5, 0.2, 0.8, 0.4, math.nan, 0.3, 0.9]}
+    correct = [True, False, True, True, False, True, True, False] * 2
+    values = {3: [round(math.sin(7.1 * i) ** 2, 6) for i in range(16)]}  # distinct values: few tied means
+    values[3][5] = math.nan
     curves = layer_curves(_table(values, correct), method="bootstrap", n_boot=500, seed=4, ci=0.9)
     for row in curves.itertuples(index=False):
         want = row.group == "correct"
