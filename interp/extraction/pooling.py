@@ -50,7 +50,9 @@ def pool(
         tensors ``[n_tokens_b, D]`` in token order.
     """
     check_pooling(pooling)
-    real = attention_mask.bool()
+    # with device_map="auto" a block's output lives on that block's GPU, the masks on the first one
+    real = attention_mask.to(hidden.device).bool()
+    special_mask = special_mask.to(hidden.device)
     hidden = hidden.float()
     if pooling == "none":
         return [hidden[b][real[b]] for b in range(hidden.shape[0])]

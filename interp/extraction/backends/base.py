@@ -28,7 +28,7 @@ from interp.extraction.batching import Batch
 from interp.models.adapter import ModelAdapter
 from interp.models.guard import preserved
 
-__all__ = ["Backend", "Recorder", "StopForward", "first_tensor"]
+__all__ = ["Backend", "Recorder", "StopForward", "first_tensor", "input_device"]
 
 
 class StopForward(Exception):
@@ -45,6 +45,21 @@ def first_tensor(output: object) -> torch.Tensor:
     if isinstance(hidden, torch.Tensor):
         return hidden
     raise TypeError(f"cannot find the hidden-state tensor in a block output of type {type(output).__name__}")
+
+
+def input_device(embed: nn.Module) -> torch.device:
+    """Where the token ids go: the embedding's device.
+
+    With accelerate (``device_map=...``) the embedding may be offloaded (its
+    weight on ``meta``); its hook's execution device is where it runs.
+    """
+    hook_device = getattr(getattr(embed, "_hf_hook", None), "execution_device", None)
+    if hook_device is not None:
+        return torch.device(hook_device)  # an int means a CUDA index, as in torch.device(0)
+    weight = getattr(embed, "weight", None)
+    if isinstance(weight, torch.Tensor) and weight.device.type != "meta":
+        return weight.device
+    return torch.device("cpu")
 
 
 class Recorder:
@@ -80,7 +95,7 @@ class Backend:
         self.adapter = adapter
         self.layers = sorted(set(layers))
         self.recorder = Recorder(self.layers)
-        self.device = adapter.embed.weight.device if hasattr(adapter.embed, "weight") else torch.device("cpu")
+        self.device = input_device(adapter.embed)
         self._guard = None
 
     def __enter__(self) -> Backend:
