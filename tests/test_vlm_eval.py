@@ -13,6 +13,7 @@ import random
 from dataclasses import FrozenInstanceError
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
@@ -322,6 +323,7 @@ def test_loader_directory_and_lazy_images(tmp_path):
     assert (s.id, s.answer, s.options, s.image_path.name) == (1, "Right", A_OPTIONS, "1.jpg")
     assert s.image.size == (10, 12) and s.image.mode == "RGB"
     assert len(ds[[1]]) == 1 and ds[[1]][0].id == 1
+    assert [t.id for t in ds[np.array([1, 0])]] == [1, 0] and ds[np.int64(0)].id == 0
     listed = load_spatial(f, [tmp_path / "img" / "0.png", tmp_path / "img" / "1.jpg"])
     assert listed[0].image.size == (30, 20)
     with pytest.raises(ValueError, match="no image"):

@@ -36,6 +36,7 @@ bit for bit: ``random.seed(1)`` (the first thing ``seed_all(1)`` does), then one
 from __future__ import annotations
 
 import json
+import operator
 import random
 import re
 from collections.abc import Sequence
@@ -48,6 +49,7 @@ __all__ = [
     "DATASET_NAMES",
     "SpatialDataset",
     "SpatialSample",
+    "VSR_OFFICIAL_RESIZE",
     "VSR_PROMPT",
     "load_spatial",
     "load_vsr_judge",
@@ -86,6 +88,8 @@ class AdaptVisPreset:
     first-token confidence is ``< threshold`` and ``alpha_high`` otherwise. ``None``
     where the source lists no value. Source: the later upstream ``run.sh`` of
     shiqichen17/AdaptVis (reference adaptvis.md §3); LLaVA-1.6 values were never released.
+    That run.sh also has a second "Controlled_B: 0.5 / 1.2 / 0.64" line (a duplicate key,
+    perhaps meant for VSR -- unconfirmed), which is not used here.
     """
 
     dataset: str
@@ -207,9 +211,11 @@ class SpatialDataset:
     def __getitem__(self, item):
         if isinstance(item, slice):
             return replace(self, samples=self.samples[item])
-        if isinstance(item, Sequence) and not isinstance(item, str):
-            return replace(self, samples=tuple(self.samples[i] for i in item))
-        return self.samples[item]
+        try:
+            position = operator.index(item)
+        except TypeError:  # a list / array of positions
+            return replace(self, samples=tuple(self.samples[operator.index(i)] for i in item))
+        return self.samples[position]
 
     @property
     def prompts(self) -> list[str]:
