@@ -27,7 +27,7 @@ def plot_similarity(result, layer=None, ax=None, mark_argmax: bool = True, cmap:
     matrix = result._matrix(layer).numpy()
     n_rows, n_cols = matrix.shape
     if ax is None:
-        width, height = min(0.32 * n_cols + 3, 14), min(0.3 * n_rows + 2, 12)
+        width, height = min(max(0.32 * n_cols + 3, 6.5), 14), min(max(0.3 * n_rows + 2, 4), 12)
         fig, ax = plt.subplots(figsize=(width, height), layout="constrained")
     else:
         fig = ax.figure
@@ -44,7 +44,7 @@ def plot_similarity(result, layer=None, ax=None, mark_argmax: bool = True, cmap:
         r, c = list(result.rows).index(row), list(result.cols).index(col)
         ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
         n_pairs = n_rows * n_cols - (min(n_rows, n_cols) if result.same_space else 0)
-        title += f"\nmax {value:.3f} at ({row}, {col}); a max over {n_pairs} pairs is selection-biased"
+        title += f"\nmax {value:.3f} at ({row}, {col}); a max over {n_pairs} entries is selection-biased"
     ax.set_title(title, fontsize=10)
     fig.colorbar(image, ax=ax, shrink=0.8, label=result.metric)
     return fig
