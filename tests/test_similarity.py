@@ -264,9 +264,7 @@ def reference_value(metric, A, B, k, epsilon=1e-6):
     if metric == "cknna":
         return ref_cknna(A, B, k, epsilon)
     ia, ib = ref_neighbors(A, k), ref_neighbors(B, k)
-    return {"mutual_knn": ref_mutual, "cycle_knn": ref_cycle, "lcs_knn": lambda a, b: ref_lcs(a, b) / k}[metric](
-        ia, ib
-    )
+    return {"mutual_knn": ref_mutual, "cycle_knn": ref_cycle, "lcs_knn": lambda a, b: ref_lcs(a, b) / k}[metric](ia, ib)
 
 
 @pytest.mark.parametrize("metric", sim.METRICS)
@@ -282,7 +280,8 @@ def test_layer_matrix_matches_reference(metric):
 @pytest.mark.parametrize("metric", ["mutual_knn", "cycle_knn", "cknna", "unbiased_cka"])
 def test_model_matrix_matches_reference(metric):
     XA = layer_stack(3, d=10, seed=5)
-    XB = torch.cat([XA[[2, 0]], XA[[1, 2]] * 0.5], 2) + torch.randn(2, 36, 20, generator=torch.Generator().manual_seed(6))
+    noise = torch.randn(2, 36, 20, generator=torch.Generator().manual_seed(6))
+    XB = torch.cat([XA[[2, 0]], XA[[1, 2]] * 0.5], 2) + noise
     result = sim.model_similarity(XA, XB, metric, k=4, progress=False)
     assert result.values.shape == (3, 2)
     for r in range(3):
