@@ -154,6 +154,12 @@ def _region(m: torch.Tensor) -> torch.Tensor:
     return (m > 0).flatten(-2).any(-1)
 
 
+def _mass(a: torch.Tensor, m: torch.Tensor, normalize: bool) -> torch.Tensor:
+    inside = (a * m).flatten(-2).sum(-1)
+    out = _safe_div(inside, a.flatten(-2).sum(-1)) if normalize else inside
+    return torch.where(_region(m), out, torch.nan)
+
+
 def attention_mass(attn, mask, normalize: bool = True) -> torch.Tensor:
     """Attention mass inside the object box(es).
 
@@ -167,35 +173,41 @@ def attention_mass(attn, mask, normalize: bool = True) -> torch.Tensor:
         float64 ``[...]``. NaN where the mask is empty (no coverage > 0) or, with ``normalize``,
         where the map sums to 0.
     """
-    a, m = _prepare(attn, mask)
-    inside = (a * m).flatten(-2).sum(-1)
-    out = _safe_div(inside, a.flatten(-2).sum(-1)) if normalize else inside
-    return torch.where(_region(m), out, torch.nan)
+    return _mass(*_prepare(attn, mask), normalize)
 
 
 def _auroc(scores: torch.Tensor, positive: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-    """Rank-based AUROC along the last dim (Mann-Whitney U, ties 1/2), batched over leading dims.
+    """AUROC along the last dim (Mann-Whitney U / (n_pos · n_neg), ties 1/2), batched over leading dims.
 
-    ``scores [..., n]`` finite float64 where valid; ``positive`` / ``valid`` bool, broadcastable.
-    Invalid entries are excluded (set to +inf, above every valid score, so they change no rank
-    of a valid entry). NaN where a row has no valid positive or no valid negative.
+    ``scores [..., n]`` float64, finite where valid; ``positive`` / ``valid`` bool, broadcastable.
+    Invalid entries count as neither class, so their scores (even NaN) do not matter.
+    One sort per row, then per tie group g (equal scores): U = Σ_g pos_g · (neg_below_g + ½ neg_g),
+    which is the rank-sum statistic with average ranks for ties. NaN where a row has no valid
+    positive or no valid negative.
     """
     shape = torch.broadcast_shapes(scores.shape, positive.shape, *(() if valid is None else (valid.shape,)))
-    s = scores.expand(shape)
-    pos = positive.expand(shape)
-    if valid is None:
-        valid = torch.ones((), dtype=torch.bool)
-    valid = valid.expand(shape)
-    s = torch.where(valid, s, torch.inf).contiguous()
-    ordered = s.sort(dim=-1).values
-    below = torch.searchsorted(ordered, s, right=False)
-    up_to = torch.searchsorted(ordered, s, right=True)
-    rank = (below + up_to + 1).to(torch.float64) / 2  # 1-based average rank among the valid entries
-    pos = pos & valid
-    n_pos = pos.sum(-1).to(torch.float64)
-    n_neg = (~pos & valid).sum(-1).to(torch.float64)
-    u = torch.where(pos, rank, 0.0).sum(-1) - n_pos * (n_pos + 1) / 2
-    return _safe_div(u, n_pos * n_neg)
+    valid = torch.ones((), dtype=torch.bool).expand(shape) if valid is None else valid.expand(shape)
+    positive = positive.expand(shape)
+    ordered, order = scores.expand(shape).sort(dim=-1)
+    pos = (positive & valid).gather(-1, order).to(torch.float64)
+    neg = (~positive & valid).gather(-1, order).to(torch.float64)
+    starts = torch.ones_like(ordered, dtype=torch.bool)
+    starts[..., 1:] = ordered[..., 1:] != ordered[..., :-1]
+    group = starts.cumsum(-1) - 1  # tie-group id of each sorted entry
+    neg_in = torch.zeros_like(neg).scatter_add_(-1, group, neg)
+    pos_in = torch.zeros_like(pos).scatter_add_(-1, group, pos)
+    neg_below = neg_in.cumsum(-1) - neg_in
+    u = (pos_in * (neg_below + 0.5 * neg_in)).sum(-1)
+    return _safe_div(u, pos.sum(-1) * neg.sum(-1))
+
+
+def _patch_auroc(a: torch.Tensor, m: torch.Tensor, threshold: float) -> torch.Tensor:
+    return _auroc(a.flatten(-2), (m >= threshold).flatten(-2))
+
+
+def _check_threshold(threshold: float) -> None:
+    if not 0 < threshold <= 1:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
 
 
 def patch_auroc(attn, mask, threshold: float = 0.5) -> torch.Tensor:
@@ -203,7 +215,7 @@ def patch_auroc(attn, mask, threshold: float = 0.5) -> torch.Tensor:
 
     AUROC = U / (n_in · n_out) with U the Mann-Whitney statistic of the inside patches (ties
     count 1/2): P(a random inside patch gets more attention than a random outside patch).
-    Computed from average ranks (sort + searchsorted), vectorised over all leading dims.
+    Computed with one sort per map (tie groups, no pairwise loop), vectorised over all leading dims.
 
     Args:
         attn: ``[..., grid_h, grid_w]``.
@@ -214,10 +226,18 @@ def patch_auroc(attn, mask, threshold: float = 0.5) -> torch.Tensor:
         float64 ``[...]``; NaN where the binary mask is all-0 or all-1 (AUROC undefined), which
         includes an empty mask.
     """
-    if not 0 < threshold <= 1:
-        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
-    a, m = _prepare(attn, mask)
-    return _auroc(a.flatten(-2), (m >= threshold).flatten(-2))
+    _check_threshold(threshold)
+    return _patch_auroc(*_prepare(attn, mask), threshold)
+
+
+def _pointing(a: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    shape = torch.broadcast_shapes(a.shape, m.shape)
+    flat = a.expand(shape).flatten(-2)
+    index = torch.arange(flat.shape[-1]).expand(flat.shape)
+    is_max = flat == flat.max(-1, keepdim=True).values
+    first = torch.where(is_max, index, flat.shape[-1]).min(-1, keepdim=True).values
+    hit = m.expand(shape).flatten(-2).gather(-1, first).squeeze(-1) > 0
+    return torch.where(_region(m), hit.to(torch.float64), torch.nan)
 
 
 def pointing_game(attn, mask) -> torch.Tensor:
@@ -232,14 +252,13 @@ def pointing_game(attn, mask) -> torch.Tensor:
     Returns:
         float64 ``[...]`` of 0.0 / 1.0; NaN where the mask is empty.
     """
-    a, m = _prepare(attn, mask)
-    shape = torch.broadcast_shapes(a.shape, m.shape)
-    flat = a.expand(shape).flatten(-2)
-    index = torch.arange(flat.shape[-1]).expand(flat.shape)
-    is_max = flat == flat.max(-1, keepdim=True).values
-    first = torch.where(is_max, index, flat.shape[-1]).min(-1, keepdim=True).values
-    hit = m.expand(shape).flatten(-2).gather(-1, first).squeeze(-1) > 0
-    return torch.where(_region(m), hit.to(torch.float64), torch.nan)
+    return _pointing(*_prepare(attn, mask))
+
+
+def _cosine(a: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    dot = (a * m).flatten(-2).sum(-1)
+    norms = a.flatten(-2).norm(dim=-1) * m.flatten(-2).norm(dim=-1)
+    return torch.where(_region(m), _safe_div(dot, norms), torch.nan)
 
 
 def cosine_overlap(attn, mask) -> torch.Tensor:
@@ -251,10 +270,7 @@ def cosine_overlap(attn, mask) -> torch.Tensor:
     Returns:
         float64 ``[...]``; NaN where the mask is empty or the map is all zero.
     """
-    a, m = _prepare(attn, mask)
-    dot = (a * m).flatten(-2).sum(-1)
-    norms = a.flatten(-2).norm(dim=-1) * m.flatten(-2).norm(dim=-1)
-    return torch.where(_region(m), _safe_div(dot, norms), torch.nan)
+    return _cosine(*_prepare(attn, mask))
 
 
 # --------------------------------------------------------------------------- dataset table
@@ -351,8 +367,7 @@ def alignment_table(
         raise ValueError(f"heads must be 'both', 'each' or 'mean', got {heads!r}")
     if on_empty not in ("nan", "raise"):
         raise ValueError(f"on_empty must be 'nan' or 'raise', got {on_empty!r}")
-    if not 0 < threshold <= 1:
-        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+    _check_threshold(threshold)
     samples = _samples(attn)
     n = len(samples)
     if n == 0:
@@ -391,17 +406,17 @@ def alignment_table(
         cols = {}
         for name in metrics:
             if name == "mass":
-                cols[name] = attention_mass(x, m)
+                cols[name] = _mass(x, m, normalize=True)
             elif name == "mass_total":
-                cols[name] = attention_mass(x, m, normalize=False)
+                cols[name] = _mass(x, m, normalize=False)
             elif name == "image_share":
                 cols[name] = x.flatten(-2).sum(-1)
             elif name == "auroc":
-                cols[name] = patch_auroc(x, m, threshold)
+                cols[name] = _patch_auroc(x, m, threshold)
             elif name == "pointing":
-                cols[name] = pointing_game(x, m)
+                cols[name] = _pointing(x, m)
             else:
-                cols[name] = cosine_overlap(x, m)
+                cols[name] = _cosine(x, m)
         n_rows = x.shape[0] * x.shape[1]
         frame = {
             "sample": [ids[i]] * n_rows,
