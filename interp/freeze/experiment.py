@@ -194,7 +194,7 @@ def _evaluate(model, tokenizer, name, texts, langs, ids, heldout, opts) -> tuple
     import interp
 
     acts = interp.extract(model, tokenizer, texts, layers=opts["layers"], pooling=opts["pooling"],
-                          batch_size=opts["eval_batch_size"], labels=langs, ids=ids,
+                          backend=opts["backend"], batch_size=opts["eval_batch_size"], labels=langs, ids=ids,
                           progress=opts["progress"])  # fmt: skip
     scores = interp.ilo.score(acts, k=opts["k"], t=opts["t"], metric=opts["metric"])
     ilo = scores.table[["layer", "language", "bridge", "reach", "reach_raw", "ilo"]].copy()
@@ -226,6 +226,7 @@ def run_experiment(
     metric: str = "cosine",
     layers="all",
     pooling: str = "mean",
+    backend: str = "hf",
     eval_batch_size: int = 16,
     finetune_kwargs: Mapping | None = None,
     progress: bool = True,
@@ -244,7 +245,8 @@ def run_experiment(
         steps, lr, batch_size, grad_accum, max_length, seed, bf16: passed to
             :func:`interp.freeze.finetune` (the same for every condition).
         k, t, metric: ILO parameters (official: 5, 3, cosine).
-        layers, pooling: extraction settings (hidden-state indices; official: all, mean).
+        layers, pooling, backend: extraction settings (hidden-state indices; official:
+            all, mean; backend ``"hf"``, ``"transformer_lens"`` or ``"nnsight"``).
         eval_batch_size: batch size of extraction and loss evaluation.
         finetune_kwargs: further :func:`~interp.freeze.finetune` arguments
             (``optimizer``, ``weight_decay``, ``warmup_steps``, ``max_grad_norm``).
@@ -274,7 +276,7 @@ def run_experiment(
     clash = {"freeze", "inplace", "progress"} & extra.keys()
     if clash:
         raise TypeError(f"finetune_kwargs may not set {sorted(clash)}")
-    opts = {"k": k, "t": t, "metric": metric, "layers": layers, "pooling": pooling,
+    opts = {"k": k, "t": t, "metric": metric, "layers": layers, "pooling": pooling, "backend": backend,
             "eval_batch_size": eval_batch_size, "max_length": max_length, "progress": progress}  # fmt: skip
     texts, langs, ids = eval_corpus.flat()
     ids = [str(i) for i in ids]
@@ -324,7 +326,7 @@ def run_experiment(
     training = pd.concat(history, ignore_index=True) if history else pd.DataFrame()
     params = {"steps": steps, "lr": lr, "batch_size": batch_size, "grad_accum": grad_accum, "max_length": max_length,
               "seed": seed, "bf16": bf16, "k": k, "t": t, "metric": metric, "layers": layers, "pooling": pooling,
-              "train_language": train_language, "n_train_texts": len(train_texts), "n_blocks": adapter.n_blocks,
-              "eval_languages": list(eval_corpus.langs), "n_eval_items": eval_corpus.n_items,
-              "finetune_kwargs": extra}  # fmt: skip
+              "backend": backend, "train_language": train_language, "n_train_texts": len(train_texts),
+              "n_blocks": adapter.n_blocks, "eval_languages": list(eval_corpus.langs),
+              "n_eval_items": eval_corpus.n_items, "finetune_kwargs": extra}  # fmt: skip
     return FreezeExperimentResult(ilo, by_layer, loss, training, conditions_table, params)

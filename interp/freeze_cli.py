@@ -1,0 +1,172 @@
+"""``interp freeze-experiment``: single-language fine-tuning with and without frozen
+early layers; ILO per layer and per-language held-out loss before and after.
+
+Wired into :mod:`interp.cli` by :func:`add_freeze_parser`. Nothing heavy is
+imported at module level (``interp --help`` stays fast). Outputs in ``--out``:
+``ilo.csv``, ``ilo_by_layer.csv``, ``loss.csv``, ``training.csv``,
+``conditions.csv``, ``ilo_by_condition.png``, ``delta_ilo.png``,
+``loss_change.png`` and ``manifest.json``.
+
+Training texts come from ``--train``:
+
+* ``eval:<lang>`` -- split the evaluation corpus by item (``--train-items``):
+  ``<lang>``'s texts of the training items train the model, the other items
+  (every language) are evaluated; nothing trained on is evaluated;
+* a ``.txt`` file (one text per line) or a ``.jsonl`` file (rows with
+  ``text``; with ``--train-lang``, only rows whose ``lang`` matches).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+__all__ = ["add_freeze_parser", "run_freeze_experiment", "read_training_texts"]
+
+
+def read_training_texts(path: str | Path, language: str | None = None) -> list[str]:
+    """Texts of a ``.txt`` (one per line) or ``.jsonl`` (``text``, optional ``lang``) file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SystemExit(f"--train: no such file {path} (or use eval:<lang> to train on part of --eval)")
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if path.suffix != ".jsonl":
+        return lines
+    rows = [json.loads(line) for line in lines]
+    missing = [i for i, r in enumerate(rows) if "text" not in r]
+    if missing:
+        raise SystemExit(f"{path}: rows {missing[:5]} have no 'text' field")
+    if language is not None:
+        rows = [r for r in rows if r.get("lang") == language]
+        if not rows:
+            raise SystemExit(f"{path}: no row has lang={language!r}")
+    return [r["text"] for r in rows]
+
+
+def _conditions(args: argparse.Namespace) -> dict:
+    from interp.freeze import FreezeSpec
+
+    conditions: dict = {} if args.no_full else {"full": None}
+    if args.n_first.strip().lower() != "none":
+        for value in args.n_first.split(","):
+            n = int(value)
+            if args.recipe == "official":
+                conditions[f"frozen_0-{n}"] = FreezeSpec.official(n)
+            else:
+                conditions[f"frozen_0-{n - 1}"] = FreezeSpec.official_update(n)
+    if not conditions:
+        raise SystemExit("no fine-tuned condition: drop --no-full or give --n-first")
+    return conditions
+
+
+def run_freeze_experiment(args: argparse.Namespace) -> int:
+    """Run the experiment for parsed arguments; write tables, figures and ``manifest.json``."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # a command-line job writes PNGs; no display needed
+    import torch
+
+    import interp
+    from interp.data import load_parallel
+    from interp.freeze import run_experiment, train_heldout_split
+    from interp.ilo_job import _versions
+
+    started = time.time()
+    out = Path(args.out)
+    corpus = load_parallel(args.eval, langs=args.langs.split(",") if args.langs else None, split=args.split)
+    if args.max_items:
+        corpus = corpus.head(args.max_items)
+    train_language = args.train_lang
+    if args.train.startswith("eval:"):
+        train_language = args.train.split(":", 1)[1]
+        train_texts, eval_corpus = train_heldout_split(corpus, train_language, args.train_items, seed=args.seed)
+    else:
+        train_texts, eval_corpus = read_training_texts(args.train, args.train_lang), corpus
+    conditions = _conditions(args)
+    model, tokenizer = interp.load_model(args.model, device=args.device)
+    bf16 = {"auto": "auto", "on": True, "off": False}[args.bf16]
+    result = run_experiment(
+        model, tokenizer, train_texts, eval_corpus, conditions, train_language=train_language, steps=args.steps,
+        lr=args.lr, batch_size=args.batch_size, grad_accum=args.grad_accum, max_length=args.max_length,
+        seed=args.seed, bf16=bf16, k=args.k, t=args.t, metric=args.metric, pooling=args.pooling,
+        backend=args.backend, eval_batch_size=args.eval_batch_size,
+        finetune_kwargs={"optimizer": args.optimizer, "weight_decay": args.weight_decay,
+                         "warmup_steps": args.warmup_steps},
+        progress=not args.quiet,
+    )  # fmt: skip
+    outputs = result.save(out)
+    summary = {}
+    for name in result.conditions["condition"]:
+        rows = result.ilo_by_layer[result.ilo_by_layer["condition"] == name]
+        loss = result.loss[result.loss["condition"] == name]
+        summary[name] = {
+            "mean_delta_ilo": float(rows["delta_ilo_mean"].mean()),
+            "delta_loss_train_language": float(loss.loc[loss["is_train_language"], "delta_loss"].mean())
+            if loss["is_train_language"].any() else None,
+            "mean_delta_loss_other_languages": float(loss.loc[~loss["is_train_language"], "delta_loss"].mean()),
+        }  # fmt: skip
+    manifest = {
+        "job": "freeze-experiment",
+        "arguments": {key: value for key, value in vars(args).items() if key != "func"},
+        "corpus": {"source": corpus.source, "languages": list(eval_corpus.langs), "n_eval_items": eval_corpus.n_items,
+                   "n_train_texts": len(train_texts), "train_language": train_language},  # fmt: skip
+        "conditions": result.conditions.to_dict(orient="records"),
+        "outputs": outputs,
+        "timing": {"total_s": time.time() - started},
+        "versions": {"interp": interp.__version__, "torch": torch.__version__,
+                     **_versions("transformers", "transformer_lens", "nnsight")},  # fmt: skip
+        "summary": summary,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False, default=str),
+                                       encoding="utf-8")  # fmt: skip
+    print(result)
+    print(result.conditions.to_string(index=False))
+    print(json.dumps(summary, indent=1))
+    print(f"wrote {', '.join(outputs)} and manifest.json to {out}")
+    return 0
+
+
+def add_freeze_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the ``freeze-experiment`` sub-command to an ``argparse`` sub-parser collection."""
+    p = subparsers.add_parser(
+        "freeze-experiment",
+        help="fine-tune on one language with/without frozen early layers; ILO per layer and loss before/after",
+        description=__doc__.split("\n\n")[0],
+    )
+    p.add_argument("--model", default="gemma-3-270m", help="HF id/path or 'gemma-3-270m' (embedded, offline)")
+    p.add_argument("--train", required=True,
+                   help="eval:<lang> (train on part of --eval) or a .txt/.jsonl file of training texts")  # fmt: skip
+    p.add_argument("--train-lang", default=None, help="language of the training texts (filters .jsonl rows)")
+    p.add_argument("--train-items", type=float, default=0.5, help="with eval:<lang>: fraction of items to train on")
+    p.add_argument("--eval", default="cldr", help="parallel corpus: 'cldr', flores200:<dir>, jsonl:<path>, hub id")
+    p.add_argument("--langs", default=None, help="comma-separated evaluation languages (default: all)")
+    p.add_argument("--split", default="dev")
+    p.add_argument("--max-items", type=int, default=0, help="keep only the first N items of --eval (0: all)")
+    p.add_argument("--out", default="out/freeze", help="output directory")
+    p.add_argument("--n-first", default="8", help="comma-separated n_first of frozen conditions, or 'none'")
+    p.add_argument("--recipe", default="official", choices=["official", "update"],
+                   help="official: blocks 0..n_first inclusive (param_freeze.py); update: 0..n_first-1")  # fmt: skip
+    p.add_argument("--no-full", action="store_true", help="skip the full fine-tune condition")
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd"])
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--warmup-steps", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bf16", default="auto", choices=["auto", "on", "off"])
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--t", type=int, default=3)
+    p.add_argument("--metric", default="cosine", choices=["cosine", "euclidean"])
+    p.add_argument("--pooling", default="mean", choices=["mean", "mean_no_special", "last"])
+    p.add_argument("--backend", default="hf", choices=["hf", "transformer_lens", "nnsight"])
+    p.add_argument("--eval-batch-size", type=int, default=16)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run_freeze_experiment)
+    return p
