@@ -251,6 +251,10 @@ def test_bad_input_errors():
         alignment_table([a, a], masks, correct=[True])
     with pytest.raises(ValueError, match="empty"):
         alignment_table([a, a], torch.zeros(2, 4, 4), on_empty="raise")
+    with pytest.raises(ValueError, match="sample_ids must be unique"):
+        alignment_table([a, a], masks, sample_ids=["x", "x"])
+    with pytest.raises(ValueError, match="correct="):
+        layer_curves(alignment_table([a, a], masks))
 
 
 # ----------------------------------------------------------------------------- dataset table

@@ -36,6 +36,8 @@ mask is all-0 (box under ``threshold`` of every patch) or all-1 (no outside patc
 ``cosine`` are NaN when the map is all zero. :func:`alignment_table` warns about empty masks
 (or raises with ``on_empty="raise"``).
 Invalid input (shape mismatch, mask outside ``[0, 1]``, NaN/Inf or negative attention) raises.
+Inputs may be float32/float16/bfloat16 tensors on any device; metrics are computed in float64
+on the CPU (ties are judged on the values as given).
 
 Aggregation works on the tidy table: :func:`layer_curves` gives mean ± CI per layer, split by a
 column such as ``correct``; :func:`correctness_auroc` gives, per layer, the AUROC of a per-sample
@@ -374,6 +376,8 @@ def alignment_table(
         raise ValueError("attn has no samples")
     mask_list = _masks(masks, n)
     ids = list(range(n)) if sample_ids is None else _per_list(sample_ids, n, "sample_ids")
+    if len(set(ids)) != n:
+        raise ValueError("sample_ids must be unique (the aggregation helpers pair rows by sample id)")
     if correct is not None:
         correct = _per_list(correct, n, "correct")
         if not all(isinstance(c, (bool, np.bool_)) or c in (0, 1) for c in correct):
@@ -444,7 +448,10 @@ def _check_table(table: pd.DataFrame, metric: str, extra: Sequence[str] = ()) ->
         raise TypeError(f"table must be a DataFrame from alignment_table, got {type(table).__name__}")
     missing = [c for c in ("sample", "layer", "head", metric, *extra) if c not in table.columns]
     if missing:
-        raise ValueError(f"table lacks columns {missing}; it has {list(table.columns)} (build it with alignment_table)")
+        hint = " (pass correct= to alignment_table)" if "correct" in missing else ""
+        raise ValueError(
+            f"table lacks columns {missing}{hint}; it has {list(table.columns)} (build it with alignment_table)"
+        )
 
 
 def _select_heads(table: pd.DataFrame, head) -> pd.DataFrame:
