@@ -292,6 +292,9 @@ def test_alignment_table_matches_references_and_head_mean():
         torch.stack(attn), torch.stack(masks), correct=correct, sample_ids=list("abcdef"), layers=[10, 11, 12]
     )
     pd.testing.assert_frame_equal(table, stacked)
+    half = alignment_table(torch.stack(attn).to(torch.bfloat16), masks)  # converted to float64 per sample
+    rounded = alignment_table([x.to(torch.bfloat16).double() for x in attn], masks)
+    pd.testing.assert_frame_equal(half, rounded)
     only_mean = alignment_table(attn, masks, heads="mean", metrics=["auroc"])
     assert list(only_mean["head"].unique()) == ["mean"] and list(only_mean.columns) == [
         "sample",

@@ -278,9 +278,20 @@ def cosine_overlap(attn, mask) -> torch.Tensor:
 # --------------------------------------------------------------------------- dataset table
 
 
+def _check_dtype(x, name: str) -> torch.Tensor:
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(x).__name__}")
+    if not x.dtype.is_floating_point:
+        raise TypeError(f"{name} must be floating point, got {x.dtype}")
+    return x
+
+
 def _samples(attn) -> list[torch.Tensor]:
+    """Per-sample views in their own dtype/device (converted to float64 one sample at a time)."""
     if isinstance(attn, (torch.Tensor, np.ndarray)):
-        t = _as_float64(attn, "attn")
+        t = _check_dtype(attn, "attn")
         if t.ndim == 4:
             return [t]
         if t.ndim == 5:
@@ -292,7 +303,7 @@ def _samples(attn) -> list[torch.Tensor]:
     if isinstance(attn, Sequence) and not isinstance(attn, str):
         out = []
         for i, x in enumerate(attn):
-            t = _as_float64(x, f"attn[{i}]")
+            t = _check_dtype(x, f"attn[{i}]")
             if t.ndim != 4:
                 raise ValueError(
                     f"attn[{i}] has shape {tuple(t.shape)}; each sample must be [n_layers, n_heads, grid_h, grid_w]"
@@ -393,6 +404,7 @@ def alignment_table(
         where = f" of sample {ids[i]!r}"
         if a.shape[0] != n_layers:
             raise ValueError(f"attn{where} has {a.shape[0]} layer rows, expected {n_layers} like the first sample")
+        a = _as_float64(a, "attn")
         _check_attn(a, where)
         _check_mask(m, tuple(a.shape[-2:]), where)
         if not bool((m > 0).any()):
