@@ -7,6 +7,8 @@
 * :func:`tiny_llama` -- a ``LlamaForCausalLM`` with a few blocks.
 * :func:`tiny_llava` -- a ``LlavaForConditionalGeneration``: CLIP vision tower +
   Llama text model, with ``<image>`` as its image token.
+* :func:`tiny_llava_processor` -- the matching ``LlavaProcessor`` (byte tokenizer +
+  llava-hf's CLIP pre-processing: shortest edge resize, center crop).
 
 All are deterministic for a given ``seed``.
 """
@@ -16,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["byte_tokenizer", "tiny_llama", "tiny_llava", "BYTE_VOCAB_SIZE"]
+__all__ = ["byte_tokenizer", "tiny_llama", "tiny_llava", "tiny_llava_processor", "BYTE_VOCAB_SIZE"]
 
 _SPECIALS = ("<pad>", "<bos>", "<eos>", "<image>")
 #: Vocabulary size of :func:`byte_tokenizer`: 256 bytes + 4 special tokens.
@@ -107,17 +109,19 @@ def tiny_llava(
     patch_size: int = 14,
     seed: int = 0,
     attn_implementation: str = "sdpa",
+    n_kv_heads: int | None = None,
 ) -> nn.Module:
     """A randomly initialised LLaVA: CLIP vision tower + Llama text model.
 
     The patch grid is ``(image_size // patch_size)²`` image tokens per image
     (4×4 = 16 by default); the image token id is ``<image>`` of
     :func:`byte_tokenizer`. Use ``attn_implementation="eager"`` where attention
-    weights from ``output_attentions`` are needed.
+    weights from ``output_attentions`` are needed; ``n_kv_heads < n_heads`` gives
+    grouped-query attention. ``image_size=336`` is the LLaVA-1.5 geometry (24×24 = 576 image tokens).
     """
     from transformers import CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration
 
-    text = _llama_config(BYTE_VOCAB_SIZE, d_model, n_layers, n_heads, n_heads)
+    text = _llama_config(BYTE_VOCAB_SIZE, d_model, n_layers, n_heads, n_kv_heads or n_heads)
     vision = CLIPVisionConfig(
         hidden_size=d_model,
         intermediate_size=2 * d_model,
@@ -141,3 +145,36 @@ def tiny_llava(
         torch.manual_seed(seed)
         model = LlavaForConditionalGeneration(config)
     return model.eval()
+
+
+def tiny_llava_processor(image_size: int = 56, patch_size: int = 14):
+    """A ``LlavaProcessor`` for :func:`tiny_llava` with the same ``image_size`` / ``patch_size``.
+
+    Pre-processing is llava-hf's: resize the shortest edge to ``image_size``
+    (bicubic), center-crop ``image_size × image_size``, CLIP mean/std. Each
+    ``<image>`` in a prompt expands to ``(image_size // patch_size)²`` tokens --
+    576 for ``image_size=336``, the LLaVA-1.5 geometry.
+    """
+    import warnings
+
+    from transformers import LlavaProcessor
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:  # transformers >= 5 names the PIL implementation; older ones only have the slow class
+            from transformers import CLIPImageProcessorPil as ImageProcessor
+        except ImportError:  # pragma: no cover
+            from transformers import CLIPImageProcessor as ImageProcessor
+    image_processor = ImageProcessor(
+        size={"shortest_edge": image_size},
+        crop_size={"height": image_size, "width": image_size},
+        do_center_crop=True,
+    )
+    return LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=byte_tokenizer(),
+        patch_size=patch_size,
+        vision_feature_select_strategy="default",
+        image_token="<image>",
+        num_additional_image_tokens=1,
+    )
