@@ -80,8 +80,11 @@ def cmd_ilo(args: argparse.Namespace) -> int:
         split=args.split, k=args.k, t=args.t, metric=args.metric, layers=_parse_layers(args.layers),
         pooling=args.pooling, backend=args.backend, batch_size=args.batch_size, device=args.device,
         null=args.null, bootstrap=args.bootstrap, compat=args.compat,
+        distributed=args.distributed, device_map=args.device_map, timeout_s=args.timeout,
     )  # fmt: skip
     result = manifest.pop("result")
+    if manifest.get("rank", 0) != 0:
+        return 0  # rank 0 prints and writes
     print(result)
     print(result.by_layer.round(3).to_string())
     print(f"wrote {', '.join(manifest['outputs'])} and manifest.json to {args.out}")
@@ -118,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     ilo.add_argument("--null", type=int, default=50, help="label permutations for the null (0: none)")
     ilo.add_argument("--bootstrap", type=int, default=0, help="item resamples for 95%% CIs (0: none)")
     ilo.add_argument("--compat", action="store_true", help="official positional self-drop")
+    ilo.add_argument("--distributed", action="store_true",
+                     help="under torchrun: shard texts and kNN over the ranks (docs/scaling.md)")  # fmt: skip
+    ilo.add_argument("--device-map", default=None, help="e.g. 'auto': split one model over this process's GPUs")
+    ilo.add_argument("--timeout", type=float, default=600.0, help="seconds before a silent rank fails the job")
     ilo.set_defaults(func=cmd_ilo)
     return parser
 

@@ -42,8 +42,19 @@ def run_ilo_job(
     bootstrap: int = 0,
     compat: bool = False,
     progress: bool = True,
+    distributed: bool = False,
+    device_map: str | None = None,
+    timeout_s: float = 600.0,
 ) -> dict:
-    """Run the ILO job; return the manifest (also written to ``out/manifest.json``)."""
+    """Run the ILO job; return the manifest (also written to ``out/manifest.json``).
+
+    ``distributed=True`` (under ``torchrun``, see docs/scaling.md): every rank
+    loads the model on its own device, extracts its contiguous shard of the
+    texts (cached per shard) and the scores come from the sharded kNN
+    (:func:`interp.ilo.score` with a process group); rank 0 writes the outputs,
+    identical to a single-process run. ``device_map`` (e.g. ``"auto"``) splits
+    one model over the GPUs of a single process instead.
+    """
     import matplotlib
 
     matplotlib.use("Agg")  # a command-line job writes PNGs; no display needed
@@ -55,13 +66,29 @@ def run_ilo_job(
     started = time.time()
     timings = {}
     out = Path(out)
+    group, rank, world = None, 0, 1
+    if distributed:
+        if device_map:
+            raise ValueError("distributed runs one model copy per rank; device_map splits one model over the GPUs "
+                             "of one process -- use one or the other (see docs/scaling.md)")  # fmt: skip
+        import torch.distributed as dist
+
+        from interp.launch import init_distributed, rank_device
+        from interp.neighbors.distributed import shard_range
+
+        rank, world = init_distributed(timeout_s=timeout_s)
+        group, device, progress = dist.group.WORLD, str(rank_device(device)), progress and rank == 0
     corpus = load_parallel(data, langs=langs, split=split)
     texts, labels, ids = corpus.flat()
+    if distributed:
+        lo, hi = shard_range(len(texts), rank, world)
+        texts, labels, ids = texts[lo:hi], labels[lo:hi], ids[lo:hi]
     key = _cache_key({"model": model, "data": data, "langs": list(corpus.langs), "split": split, "pooling": pooling,
-                      "layers": layers, "backend": backend, "batch_size": batch_size, "dtype": "float32"})  # fmt: skip
+                      "layers": layers, "backend": backend, "batch_size": batch_size, "dtype": "float32",
+                      **({"shard": [rank, world]} if distributed else {})})  # fmt: skip
     store = cache_dir() / "activations" / key
     tic = time.time()
-    net, tokenizer = interp.load_model(model, device=device)
+    net, tokenizer = interp.load_model(model, device=device, **({"device_map": device_map} if device_map else {}))
     timings["load_model_s"] = time.time() - tic
     tic = time.time()
     acts = interp.extract(net, tokenizer, texts, layers=layers, pooling=pooling, backend=backend,
@@ -69,8 +96,11 @@ def run_ilo_job(
                           progress=progress)  # fmt: skip
     timings["extract_s"] = time.time() - tic
     tic = time.time()
-    result = interp.ilo.score(acts, k=k, t=t, metric=metric, compat=compat, null=null, bootstrap=bootstrap)
+    result = interp.ilo.score(acts, k=k, t=t, metric=metric, compat=compat, null=null, bootstrap=bootstrap,
+                              group=group, timeout=timeout_s if distributed else None)  # fmt: skip
     timings["score_s"] = time.time() - tic
+    if rank != 0:  # every rank holds the same tables; rank 0 writes them
+        return {"job": "ilo", "rank": rank, "result": result}
 
     out.mkdir(parents=True, exist_ok=True)
     result.table.to_csv(out / "ilo_table.csv", index=False)
@@ -101,6 +131,8 @@ def run_ilo_job(
             "null": null,
             "bootstrap": bootstrap,
             "compat": compat,
+            "world_size": world,
+            "device_map": device_map,
         },  # fmt: skip
         "corpus": {"source": corpus.source, "n_langs": corpus.n_langs, "n_items": corpus.n_items},
         "activation_cache": str(store),
