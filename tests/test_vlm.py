@@ -331,3 +331,18 @@ def test_bad_input_errors(vlm, proc):
         pass
     with pytest.raises(ValueError, match="ends with the image"):
         adaptvis_generate(vlm, proc, image, "hi <image>", 0.5, 1.5, 0.3)
+
+
+def test_trace_under_alpha_is_post_intervention(vlm, reference_vlm, proc):
+    image = scene()
+    inputs = proc(images=image, text=PROMPT, return_tensors="pt")
+    img = inputs["input_ids"] == IMAGE_TOKEN
+    REFERENCE.update(alpha=2.0, layers=range(3), heads=range(4), image=img)
+    tr = trace_image_attention(vlm, proc, image, PROMPT, alpha=2.0, progress=False)
+    with torch.no_grad():
+        att = reference_vlm(**inputs, output_attentions=True).attentions
+    for layer in range(3):
+        ref = att[layer][0, :, -1][:, img[0]].reshape(4, 24, 24)
+        assert (tr.patches[0, layer].double() - ref).abs().max() < 1e-5
+    with pytest.raises(ValueError, match="query='last'"):
+        trace_image_attention(vlm, proc, image, PROMPT, query=3, alpha=2.0, progress=False)

@@ -1,20 +1,102 @@
-"""Vision-language models: image-attention tracing, attention-to-object alignment, AdaptVis."""
+"""Vision-language models: image-attention tracing, attention-to-object alignment, AdaptVis / ScalingVis.
+
+Data flow: :mod:`.geometry` (image tokens <-> patches <-> pixels, box masks) ->
+:mod:`.attention` (row-wise probes beside the model's SDPA kernel) -> :mod:`.trace`
+(``trace_image_attention``) and :mod:`.intervene` / :mod:`.adaptvis` (α-scaling of
+image-attention logits) -> :mod:`.alignment` (attention-to-box metrics) ->
+:mod:`.plot`; :mod:`.datasets` / :mod:`.scoring` load and score WhatsUp / VSR, and
+:mod:`.scenes` draws synthetic scenes with known boxes.
+"""
 
 from interp.vlm.adaptvis import AdaptVisResult, adaptvis_generate, choose_alpha, scalingvis_generate
+from interp.vlm.alignment import (
+    METRICS,
+    alignment_table,
+    attention_mass,
+    correctness_auroc,
+    cosine_overlap,
+    layer_curves,
+    patch_auroc,
+    pointing_game,
+)
+from interp.vlm.datasets import (
+    ADAPTVIS_PRESETS,
+    DATASET_NAMES,
+    VSR_OFFICIAL_RESIZE,
+    VSR_PROMPT,
+    AdaptVisPreset,
+    SpatialDataset,
+    SpatialSample,
+    load_spatial,
+    load_vsr_judge,
+    official_split,
+    parse_options,
+    preset,
+)
 from interp.vlm.geometry import ImageGeometry, box_mask, image_token_id, image_token_spans
 from interp.vlm.intervene import scale_image_attention
+from interp.vlm.plot import plot_alignment_curves, plot_head_grid, plot_image_attention
+from interp.vlm.scenes import SyntheticScene, synthetic_scene, synthetic_scenes
+from interp.vlm.scoring import (
+    SpatialScores,
+    official_correct,
+    official_yes_no,
+    pair_set_accuracy,
+    robust_correct,
+    robust_prediction,
+    robust_yes_no,
+    score_vsr,
+    score_whatsup,
+    yes_no_metrics,
+)
 from interp.vlm.trace import ImageAttention, trace_image_attention
 
 __all__ = [
+    "ADAPTVIS_PRESETS",
+    "DATASET_NAMES",
+    "METRICS",
+    "VSR_OFFICIAL_RESIZE",
+    "VSR_PROMPT",
+    "AdaptVisPreset",
     "AdaptVisResult",
     "ImageAttention",
     "ImageGeometry",
+    "SpatialDataset",
+    "SpatialSample",
+    "SpatialScores",
+    "SyntheticScene",
     "adaptvis_generate",
+    "alignment_table",
+    "attention_mass",
     "box_mask",
     "choose_alpha",
+    "correctness_auroc",
+    "cosine_overlap",
     "image_token_id",
     "image_token_spans",
+    "layer_curves",
+    "load_spatial",
+    "load_vsr_judge",
+    "official_correct",
+    "official_split",
+    "official_yes_no",
+    "pair_set_accuracy",
+    "parse_options",
+    "patch_auroc",
+    "plot_alignment_curves",
+    "plot_head_grid",
+    "plot_image_attention",
+    "pointing_game",
+    "preset",
+    "robust_correct",
+    "robust_prediction",
+    "robust_yes_no",
     "scale_image_attention",
     "scalingvis_generate",
+    "score_vsr",
+    "score_whatsup",
+    "synthetic_scene",
+    "synthetic_scenes",
     "trace_image_attention",
+    "yes_no_metrics",
 ]

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from interp.vlm.intervene import check_alpha, scale_image_attention
+from interp.vlm.checks import check_alpha
+from interp.vlm.intervene import scale_image_attention
 from interp.vlm.trace import prepare_inputs
 
 __all__ = ["AdaptVisResult", "adaptvis_generate", "scalingvis_generate", "choose_alpha"]

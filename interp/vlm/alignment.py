@@ -353,7 +353,8 @@ def alignment_table(
     """Alignment metrics of every sample, layer and head as one tidy table.
 
     Args:
-        attn: per-sample attention: a list of ``[n_layers, n_heads, grid_h, grid_w]`` tensors
+        attn: per-sample attention: an :class:`~interp.vlm.ImageAttention` (its traced
+            ``layers`` label the rows), a list of ``[n_layers, n_heads, grid_h, grid_w]`` tensors
             (grids may differ between samples), a stacked ``[n_samples, n_layers, n_heads, gh, gw]``
             tensor, or one sample's 4-D tensor.
         masks: per-sample coverage masks: a list of ``[gh, gw]`` or a ``[n_samples, gh, gw]`` tensor.
@@ -373,6 +374,9 @@ def alignment_table(
         DataFrame with columns ``sample, layer, head`` (+ ``correct``) and one column per metric;
         ``head`` is an int or the string ``"mean"``.
     """
+    if hasattr(attn, "patches") and hasattr(attn, "layers"):  # an ImageAttention from trace_image_attention
+        layers = attn.layers if layers is None else layers
+        attn = attn.patches
     unknown = [m for m in metrics if m not in METRICS]
     if unknown or not metrics:
         raise ValueError(f"unknown metrics {unknown}; choose from {list(METRICS)}")

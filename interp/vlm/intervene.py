@@ -20,26 +20,17 @@ monkey-patched greedy search. Use it around ``model(...)`` or
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from torch import nn
 
 from interp.vlm.attention import RowProbe, attention_modules, probing, watch_image_tokens
+from interp.vlm.checks import check_alpha
 from interp.vlm.geometry import image_token_id
 from interp.vlm.trace import resolve_blocks
 
-__all__ = ["scale_image_attention", "check_alpha"]
-
-
-def check_alpha(alpha: float, name: str = "alpha") -> float:
-    """α must be a finite positive number."""
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
-        raise ValueError(
-            f"{name} must be a finite number > 0 (α > 1 sharpens image attention, α < 1 smooths it), got {alpha!r}"
-        )
-    return float(alpha)
+__all__ = ["scale_image_attention"]
 
 
 def _resolve_heads(model: nn.Module, heads) -> list[int] | None:

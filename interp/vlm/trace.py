@@ -24,6 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from interp.vlm.attention import RowProbe, attention_modules, probing
+from interp.vlm.checks import check_alpha
 from interp.vlm.geometry import Box, ImageGeometry, box_mask, image_token_id, image_token_spans
 
 __all__ = ["ImageAttention", "trace_image_attention", "resolve_blocks", "prepare_inputs"]
@@ -165,6 +166,7 @@ def trace_image_attention(
     layers: str | int | Sequence[int] = "all",
     query: str | int = "last",
     *,
+    alpha: float = 1.0,
     progress: bool = True,
 ) -> ImageAttention:
     """Trace the attention of a prompt position to the image patches, per layer and head.
@@ -177,6 +179,10 @@ def trace_image_attention(
         layers: ``"all"`` or decoder-block indices.
         query: ``"last"`` (the last prompt token) or a token index into the
             processed prompt (negative counts from the end).
+        alpha: trace under ScalingVis: the query row's image-key logits are
+            scaled by α in every traced layer and head (``query="last"`` only;
+            see :func:`~interp.vlm.scale_image_attention`). The maps are then
+            post-intervention. Layers that are not traced are not scaled.
         progress: show a progress bar.
 
     Returns:
@@ -193,6 +199,9 @@ def trace_image_attention(
         raise ValueError("no prompts given")
     if not (query == "last" or isinstance(query, int)):
         raise ValueError(f'query must be "last" or a token index, got {query!r}')
+    if alpha != 1.0 and query != "last":
+        raise ValueError("alpha scales the last prompt row (the official AdaptVis row); use query='last' with alpha")
+    alpha = check_alpha(alpha)
     blocks = resolve_blocks(model, layers)
     patches, shares, geometries, positions = [], [], [], []
     for image, prompt in tqdm(list(zip(images, prompts, strict=True)), desc="trace", disable=not progress):
@@ -201,7 +210,8 @@ def trace_image_attention(
         position = n_tokens - 1 if query == "last" else query % n_tokens if -n_tokens <= query < n_tokens else None
         if position is None:
             raise ValueError(f"query index {query} is outside the prompt's {n_tokens} tokens")
-        probe = RowProbe(key_is_image=inputs["input_ids"] == image_token_id(model), rows=[position], record=True)
+        is_image = inputs["input_ids"] == image_token_id(model)
+        probe = RowProbe(key_is_image=is_image, rows=[position], alpha=alpha, record=True)
         with probing(model, probe, blocks), torch.no_grad():
             model(**inputs, use_cache=False)
         rows = torch.stack([probe.records[b][0, :, 0] for b in blocks])  # [n_layers, H, kv]
