@@ -188,6 +188,7 @@ def score_sharded(
     codes_local = codes[lo : lo + len(langs)]
     per_lang = torch.bincount(codes, minlength=n_langs)
 
+    x = x.to(_comm_device(group)) if dist.get_backend(group) == "nccl" else x  # NCCL moves CUDA tensors only
     if compat:
         found, _ = knn_sharded(x, k + 1, metric=metric, exclude_self=False, backend=backend, group=group,
                                timeout=timeout)  # fmt: skip
