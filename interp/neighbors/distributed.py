@@ -246,8 +246,9 @@ def knn_sharded(
         own = src == rank and exclude_self
         k_here = min(k, current.shape[1] - int(own))
         if m and k_here > 0:
+            self_search = own and Q is None  # the diagonal block: the engine's symmetric path (half the flops)
             idx, dst = knn(current, k_here, metric=metric, exclude_self=own, backend=backend,
-                           queries=Qs, precision=precision, block=block)  # fmt: skip
+                           queries=None if self_search else Qs, precision=precision, block=block)  # fmt: skip
             index, found = _merge(index, found, idx + offsets[src], dst, k)
         for what, work in works:
             _wait(work, f"{what} (ring step {step + 1}/{world})", timeout)
