@@ -395,6 +395,7 @@ def test_argmax_frame_and_plot():
     boxes = [p for p in ax.patches if p.get_edgecolor()[:3] == (1.0, 0.0, 0.0)]
     assert len(boxes) == 1 and boxes[0].get_xy() == (1.5, -0.5)  # column z (2), row x (0)
     assert "selection-biased" in ax.get_title()
+    assert ax.images[0].get_clim() == pytest.approx((0.2, 0.7))  # colours span the off-diagonal entries
     import matplotlib.pyplot as plt
 
     plt.close(fig)

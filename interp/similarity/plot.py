@@ -9,6 +9,7 @@ matplotlib only; returns the ``Figure``, draws into ``ax=`` when given.
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import numpy as np
 
 __all__ = ["plot_similarity"]
 
@@ -22,10 +23,16 @@ def plot_similarity(result, layer=None, ax=None, mark_argmax: bool = True, cmap:
     """Heatmap of one similarity matrix (``layer=`` for language × language results).
 
     The largest entry (off-diagonal for layer × layer and language × language) gets a red box and is
-    named in the title, with a note that a max over many pairs is selection-biased.
+    named in the title, with a note that a max over many pairs is selection-biased. Within one space
+    the colour scale spans the off-diagonal entries (the diagonal, a representation against itself,
+    would otherwise flatten the rest); pass ``vmin`` / ``vmax`` to override.
     """
     matrix = result._matrix(layer).numpy()
     n_rows, n_cols = matrix.shape
+    if result.same_space and n_rows == n_cols > 1:
+        off = matrix[~np.eye(n_rows, dtype=bool)]
+        vmin = float(np.nanmin(off)) if vmin is None else vmin
+        vmax = float(np.nanmax(off)) if vmax is None else vmax
     if ax is None:
         width, height = min(max(0.32 * n_cols + 3, 6.5), 14), min(max(0.3 * n_rows + 2, 4), 12)
         fig, ax = plt.subplots(figsize=(width, height), layout="constrained")
@@ -46,5 +53,6 @@ def plot_similarity(result, layer=None, ax=None, mark_argmax: bool = True, cmap:
         n_pairs = n_rows * n_cols - (min(n_rows, n_cols) if result.same_space else 0)
         title += f"\nmax {value:.3f} at ({row}, {col}); a max over {n_pairs} entries is selection-biased"
     ax.set_title(title, fontsize=10)
-    fig.colorbar(image, ax=ax, shrink=0.8, label=result.metric)
+    extend = "max" if result.same_space and np.nanmax(matrix) > image.norm.vmax else "neither"
+    fig.colorbar(image, ax=ax, shrink=0.8, label=result.metric, extend=extend)
     return fig
