@@ -12,7 +12,7 @@ Importing interp has no side effects: nnsight and transformer_lens are only
 imported when their backend is used.
 """
 
-from interp import ilo
+from interp import freeze, ilo
 from interp.extraction import Activations, ActivationStore, extract
 from interp.models import DEFAULT_MODEL, get_adapter, load_model
 from interp.neighbors import knn, neighbor_labels
@@ -25,6 +25,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "__version__",
     "extract",
+    "freeze",
     "get_adapter",
     "ilo",
     "knn",

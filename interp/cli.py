@@ -1,4 +1,4 @@
-"""Command line: ``interp ilo`` (the main job), ``interp demo`` and ``interp extract``.
+"""Command line: ``interp ilo`` (the main job), ``interp freeze-experiment``, ``interp demo`` and ``interp extract``.
 
 ``interp demo`` loads the embedded offline default model, extracts mean-pooled
 hidden states of a few parallel sentences from every layer and prints their
@@ -12,6 +12,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+from interp.freeze_cli import add_freeze_parser
 
 DEMO_SENTENCES = [
     "All human beings are born free and equal in dignity and rights.",
@@ -126,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     ilo.add_argument("--device-map", default=None, help="e.g. 'auto': split one model over this process's GPUs")
     ilo.add_argument("--timeout", type=float, default=600.0, help="seconds before a silent rank fails the job")
     ilo.set_defaults(func=cmd_ilo)
+
+    add_freeze_parser(sub)
     return parser
 
 
