@@ -12,7 +12,7 @@ Importing interp has no side effects: nnsight and transformer_lens are only
 imported when their backend is used.
 """
 
-from interp import freeze, ilo
+from interp import freeze, ilo, similarity
 from interp.extraction import Activations, ActivationStore, extract
 from interp.models import DEFAULT_MODEL, get_adapter, load_model
 from interp.neighbors import knn, neighbor_labels
@@ -31,4 +31,5 @@ __all__ = [
     "knn",
     "load_model",
     "neighbor_labels",
+    "similarity",
 ]
