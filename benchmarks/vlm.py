@@ -2,7 +2,9 @@
 
 A random LLaVA with the real LLaVA-1.5 geometry (336 px, 576 image tokens) and a
 small Llama text model; the eos token is disabled so every run generates exactly
-``--new`` tokens. Times are medians over ``--repeats`` runs after one warm-up.
+``--new`` tokens. Every case starts from the PIL image and the prompt string (the
+processor runs in each, as it does inside ``adaptvis_generate``). Times are medians
+over ``--repeats`` runs after one warm-up.
 
     python benchmarks/vlm.py [--layers 8] [--width 512] [--new 20]
 """
@@ -44,19 +46,22 @@ def main() -> None:
     model.generation_config.eos_token_id = None  # fixed-length generations
     proc = tiny_llava_processor(336)
     scene = synthetic_scene("left")
-    inputs = proc(images=scene.image, text=scene.prompt, return_tensors="pt")
+    def process():
+        return proc(images=scene.image, text=scene.prompt, return_tensors="pt")
+
+    inputs = process()
     n_prompt = inputs["input_ids"].shape[1]
     kw = dict(do_sample=False, max_new_tokens=args.new, min_new_tokens=args.new)
 
     def greedy():
         with torch.no_grad():
-            return model.generate(**inputs, **kw)
+            return model.generate(**process(), **kw)
 
     def official_adaptvis():  # two full generations: unscaled (for the confidence), then scaled
         with torch.no_grad():
-            model.generate(**inputs, **kw)
+            model.generate(**process(), **kw)
             with scale_image_attention(model, 0.5):
-                return model.generate(**inputs, **kw)
+                return model.generate(**process(), **kw)
 
     def ours():
         return adaptvis_generate(model, proc, scene.image, scene.prompt, 0.5, 1.5, 1.0, max_new_tokens=args.new)
@@ -66,14 +71,14 @@ def main() -> None:
 
     def forward():
         with torch.no_grad():
-            return model(**inputs)
+            return model(**process())
 
     eager = tiny_llava(n_layers=args.layers, d_model=args.width, n_heads=args.heads, image_size=336,
                        attn_implementation="eager")
 
     def eager_attentions():
         with torch.no_grad():
-            return eager(**inputs, output_attentions=True)
+            return eager(**process(), output_attentions=True)
 
     def trace():
         return trace_image_attention(model, proc, scene.image, scene.prompt, progress=False)
@@ -86,6 +91,7 @@ def main() -> None:
     rows.append(("ScalingVis interp", median_time(scalingvis, args.repeats)))
     fwd = median_time(forward, args.repeats)
     rows.append(("forward, SDPA (prompt only)", fwd))
+    rows.append(("  of which the processor (PIL resize etc.)", median_time(process, args.repeats)))
     rows.append(("forward, eager output_attentions", median_time(eager_attentions, args.repeats)))
     rows.append(("trace_image_attention (all layers)", median_time(trace, args.repeats)))
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
