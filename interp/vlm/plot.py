@@ -50,11 +50,12 @@ def plot_image_attention(
     cmap: str = "inferno",
     opacity: float = 0.6,
     title: str | None = None,
+    label: str = "attention",
 ):
-    """One ``[grid_h, grid_w]`` attention map over the processed image, with the boxes drawn.
+    """One ``[grid_h, grid_w]`` map (attention, or a box mask) over the processed image, with the boxes drawn.
 
-    ``boxes`` are in original-image pixels: one box, a list, or ``{label: box}``.
-    Returns the matplotlib axes.
+    ``boxes`` are in original-image pixels: one box, a list, or ``{label: box}``;
+    ``label`` names the colour bar. Returns the matplotlib axes.
     """
     from matplotlib.patches import Rectangle
 
@@ -68,7 +69,7 @@ def plot_image_attention(
     shown = ax.imshow(
         attention.numpy(), cmap=cmap, alpha=opacity if image is not None else 1.0, extent=(0, width, height, 0)
     )
-    ax.figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, label="attention")
+    ax.figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, label=label)
     if boxes is not None:
         items = boxes.items() if isinstance(boxes, dict) else _box_list(boxes)
         for label, box in items:
@@ -142,6 +143,9 @@ def plot_alignment_curves(curves: pd.DataFrame, metric: str | None = None, ax=No
         frame = frame.sort_values("layer")
         line = ax.plot(frame["layer"], frame["mean"], marker="o", markersize=3, label=str(name))[0]
         ax.fill_between(frame["layer"], frame["ci_low"], frame["ci_high"], color=line.get_color(), alpha=0.2)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("decoder block")
     ax.set_ylabel(metric or (curves["metric"].iloc[0] if "metric" in curves.columns else "value"))
     ax.legend(fontsize=8)
