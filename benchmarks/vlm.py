@@ -19,8 +19,13 @@ import time
 import torch
 
 from interp.models import tiny_llava, tiny_llava_processor
-from interp.vlm import adaptvis_generate, scale_image_attention, scalingvis_generate, synthetic_scene
-from interp.vlm import trace_image_attention
+from interp.vlm import (
+    adaptvis_generate,
+    scale_image_attention,
+    scalingvis_generate,
+    synthetic_scene,
+    trace_image_attention,
+)
 
 
 def median_time(fn, repeats: int) -> float:
@@ -94,7 +99,8 @@ def main() -> None:
     rows.append(("  of which the processor (PIL resize etc.)", median_time(process, args.repeats)))
     rows.append(("forward, eager output_attentions", median_time(eager_attentions, args.repeats)))
     rows.append(("trace_image_attention (all layers)", median_time(trace, args.repeats)))
-    print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    machine = platform.processor() or platform.machine()
+    print(f"# {machine}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"# LLaVA geometry 336/14 (576 image tokens), text: {args.layers} layers × d={args.width}, "
           f"{args.heads} heads; prompt {n_prompt} tokens, {args.new} new tokens")
     print(f"{'case':40s} {'seconds':>9s} {'× greedy':>9s} {'× forward':>9s}")
