@@ -159,7 +159,7 @@ def knn(
             from interp.neighbors.blocked import blocked_candidates
 
             cand, approx = blocked_candidates(
-                points, None if Qs is None else query, kc, metric, exclude_self, block or 2048
+                points, None if Qs is None else query, kc, metric, exclude_self, block or 1024
             )
         else:
             from interp.neighbors.faiss_backend import faiss_candidates

@@ -113,7 +113,7 @@ def blocked_candidates(
     kc: int,
     metric: str,
     exclude_self: bool,
-    block: int = 2048,
+    block: int = 1024,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``kc`` approximately-closest points per query.
 
