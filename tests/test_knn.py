@@ -231,3 +231,26 @@ def test_neighbor_labels():
 def test_bad_input(args, kwargs, error, message):
     with pytest.raises(error, match=message):
         interp.knn(*args, **kwargs)
+
+
+# ---------------------------------------------------------------- CUDA (runs only on a GPU machine)
+# The tests above run Triton in the CPU interpreter. On a CUDA machine run the compiled kernel with
+#   TRITON_INTERPRET=0 python -m pytest -q tests/test_knn.py -k cuda
+CUDA = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") == "0"
+
+
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU and TRITON_INTERPRET=0")
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize(("backend", "precision"), [("triton", "ieee"), ("triton", "tf32"), ("triton", "bf16"),
+                                                    ("torch", "ieee")])
+def test_cuda_matches_reference_and_cpu(backend, precision, metric):
+    for X in datasets(metric).values():
+        for k in (1, 5, 10, 32):
+            idx, dist = interp.knn(X.cuda(), k, metric, backend=backend, precision=precision)
+            check(idx.cpu(), dist.cpu(), X, k, metric)
+    g = torch.Generator().manual_seed(3)
+    big = torch.randn(3, 5000, 96, generator=g)
+    big[:, 4000:4100] = big[:, 7:8]  # a block of duplicates across tiles
+    gpu = interp.knn(big.cuda(), 10, metric, backend=backend, precision=precision)
+    cpu = interp.knn(big, 10, metric, backend="torch")
+    assert torch.equal(gpu[0].cpu(), cpu[0]) and torch.equal(gpu[1].cpu(), cpu[1])
