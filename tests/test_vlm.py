@@ -281,6 +281,9 @@ def test_box_mask_portrait_and_union_by_hand(proc):
     # union of two overlapping boxes counts the overlap once
     u = box_mask([(25, 120, 50, 170), (25, 120, 50, 170)], (300, 500), geo)
     assert torch.allclose(u, expected, atol=1e-6)
+    # disjoint boxes add up; labelled boxes ({label: box}) are accepted
+    both = box_mask({"a": (25, 120, 50, 170), "b": (200, 300, 225, 350)}, (300, 500), geo)
+    assert torch.allclose(both, expected + box_mask((200, 300, 225, 350), (300, 500), geo), atol=1e-6)
 
 
 def test_box_mask_agrees_with_processed_pixels(proc):

@@ -158,6 +158,7 @@ def rows_attention(
     if probe.alpha != 1.0:
         rows_out = torch.matmul(probs.to(value.dtype), _repeat_kv(value, groups))  # [B, H, r, d]
         head_idx = torch.arange(n_heads) if probe.heads is None else torch.tensor(list(probe.heads))
+        head_idx = head_idx.to(query.device)
         out = out.clone()
         out[:, rows[:, None], head_idx[None, :]] = rows_out.transpose(1, 2)[:, :, head_idx]
     return out, None

@@ -141,17 +141,20 @@ class ImageGeometry:
         return x0, y0, x1, y1
 
 
-def box_mask(boxes: Box | Sequence[Box], image_size: tuple[int, int], geometry) -> torch.Tensor:
+def box_mask(boxes: Box | Sequence[Box] | dict[str, Box], image_size: tuple[int, int], geometry) -> torch.Tensor:
     """Fraction of each patch covered by the box(es): ``[grid_h, grid_w]`` float32 in [0, 1].
 
     Args:
         boxes: one ``(x0, y0, x1, y1)`` box in original-image pixels, or several
-            (their union is covered -- overlaps are not counted twice).
+            (a list or ``{label: box}``; their union is covered -- overlaps are
+            not counted twice).
         image_size: ``(width, height)`` of the original image.
         geometry: an :class:`ImageGeometry`, or a processor to derive it from.
 
     Parts of a box that the processor crops away cover no patch.
     """
+    if isinstance(boxes, dict):  # {label: box}
+        boxes = list(boxes.values())
     geo = geometry if isinstance(geometry, ImageGeometry) else ImageGeometry.from_processor(geometry, image_size)
     if tuple(geo.image_size) != tuple(_check_size(image_size)):
         raise ValueError(f"geometry is for an image of {geo.image_size}, not {tuple(image_size)}")
