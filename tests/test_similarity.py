@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import interp
 import interp.similarity as sim
@@ -80,20 +81,36 @@ def ref_cka(A, B, unbiased, epsilon):
     return float(h(K, L) / (torch.sqrt(h(K, K) * h(L, L)) + epsilon))
 
 
-def ref_cknna(A, B, k, epsilon=1e-6):
-    n = A.shape[0]
+def ref_topk_mask(K, k):
+    """Upstream's CKNNA mask: 1 at the k largest entries of each row of K, diagonal set to −inf first.
+    (Upstream uses torch.topk, whose tie order is unspecified; a stable sort puts ties to the lower index.)"""
+    n = K.shape[0]
+    scores = K.clone()
+    scores.fill_diagonal_(-math.inf)
+    top = torch.sort(-scores, dim=1, stable=True).indices[:, :k]
+    return torch.zeros(n, n, dtype=torch.float64).scatter_(1, top, 1.0)
+
+
+def ref_cknna_upstream(A, B, k, epsilon=1e-6):
+    """float64 port of platonic-rep ``cknna(feats_A, feats_B, topk=k)`` (unbiased): mask and kernel both
+    from K = AAᵀ, L = BBᵀ of the features *as given*."""
     K, L = A.double() @ A.double().T, B.double() @ B.double().T
-    mask_a = torch.zeros(n, n, dtype=torch.float64)
-    mask_b = torch.zeros(n, n, dtype=torch.float64)
-    for i, row in enumerate(ref_neighbors(A, k).tolist()):
-        mask_a[i, row] = 1
-    for i, row in enumerate(ref_neighbors(B, k).tolist()):
-        mask_b[i, row] = 1
-    both = mask_a * mask_b
+    mask_k, mask_l = ref_topk_mask(K, k), ref_topk_mask(L, k)
+    both = mask_k * mask_l
     kl = ref_hsic_unbiased(both * K, both * L)
-    kk = ref_hsic_unbiased(mask_a * K, mask_a * K)
-    ll = ref_hsic_unbiased(mask_b * L, mask_b * L)
+    kk = ref_hsic_unbiased(mask_k * K, mask_k * K)
+    ll = ref_hsic_unbiased(mask_l * L, mask_l * L)
     return float(kl / (torch.sqrt(kk * ll) + epsilon))
+
+
+def ref_unit(X):
+    X = X.double()
+    return X / X.norm(dim=1, keepdim=True)
+
+
+def ref_cknna(A, B, k, epsilon=1e-6):
+    """interp's CKNNA by definition: upstream's cknna on L2-normalised rows (as the Platonic pipeline)."""
+    return ref_cknna_upstream(ref_unit(A), ref_unit(B), k, epsilon)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -187,15 +204,51 @@ def test_identical_inputs():
     assert sim.cknna(A, A, 7, epsilon=0) == pytest.approx(1.0, abs=1e-12)
 
 
+def uneven_norms(X, seed):
+    """Rows rescaled by factors 2^-5 .. 2^5: powers of two scale exactly, so rows that were exact
+    duplicates (ties) keep bit-identical directions."""
+    g = torch.Generator().manual_seed(seed)
+    return X * torch.pow(2.0, torch.randint(-5, 6, (X.shape[0], 1), generator=g).float())
+
+
+@pytest.mark.parametrize("data", DATA)
+@pytest.mark.parametrize("k", [3, 9])
+def test_cknna_uneven_norms_is_upstream_on_normalised_rows(data, k):
+    """Rows of very different norms: CKNNA = upstream's cknna (float64 port) on the L2-normalised rows.
+    Mixing cosine neighbours with the raw inner-product kernel (the old behaviour) fails this."""
+    A, B = DATA[data]
+    A, B = uneven_norms(A, 20), uneven_norms(B, 21)
+    expected = ref_cknna_upstream(ref_unit(A), ref_unit(B), k)
+    assert sim.cknna(A, B, k) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    assert sim.cknna(B, A, k, epsilon=0) == pytest.approx(
+        ref_cknna_upstream(ref_unit(B), ref_unit(A), k, epsilon=0), rel=1e-9, abs=1e-12
+    )
+    # the pairwise engine (layer / model matrices) takes the same normalised kernel
+    values = sim.model_similarity(A[None], B[None], "cknna", k=k, progress=False).values
+    assert float(values[0, 0]) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_cknna_needs_cosine_neighbours():
+    A, B = random_pair(n=20)
+    with pytest.raises(ValueError, match="neighbour metric must be 'cosine'"):
+        sim.cknna(A, B, 3, metric="euclidean")
+    with pytest.raises(ValueError, match="neighbour metric must be 'cosine'"):
+        sim.layer_similarity(layer_stack(), "cknna", k=3, knn_metric="euclidean", progress=False)
+
+
 @pytest.mark.parametrize("data", DATA)
 def test_cknna_full_neighbourhood_is_unbiased_cka(data):
-    """k = N − 1 keeps every off-diagonal pair: CKNNA = unbiased CKA with the same epsilon."""
+    """k = N − 1 keeps every off-diagonal pair: CKNNA = unbiased CKA of the L2-normalised rows, same epsilon."""
     A, B = DATA[data]
+    A, B = uneven_norms(A, 22), uneven_norms(B, 23)
     n = A.shape[0]
     for epsilon in (1e-6, 0.0):
-        full = sim.cka(A, B, unbiased=True, epsilon=epsilon)
+        full = ref_cka(ref_unit(A), ref_unit(B), True, epsilon)
         assert sim.cknna(A, B, n - 1, epsilon=epsilon) == pytest.approx(full, abs=1e-12)
         assert sim.cknna(A, B, None, epsilon=epsilon) == pytest.approx(full, abs=1e-12)
+        assert sim.cka(F.normalize(A, dim=1), F.normalize(B, dim=1), unbiased=True, epsilon=epsilon) == pytest.approx(
+            full, abs=1e-6
+        )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -217,7 +270,7 @@ def test_cka_matches_reference(data, unbiased, route):
 
 
 def test_cka_matches_ckatorch():
-    ckatorch = pytest.importorskip("ckatorch", reason="CKA oracle: pip install ckatorch (dev extra)")
+    pytest.importorskip("ckatorch", reason="CKA oracle: pip install ckatorch (dev extra)")
     from ckatorch.core import cka_base
     from ckatorch.hsic import hsic0
     from ckatorch.utils import center_gram_matrix
@@ -238,7 +291,6 @@ def test_cka_matches_ckatorch():
         Ku, Lu = center_gram_matrix(K.clone(), True), center_gram_matrix(L.clone(), True)
         kl, kk, ll = (float((x * y).sum()) / (n * (n - 3)) for x, y in ((Ku, Lu), (Ku, Ku), (Lu, Lu)))
         assert sim.cka(A, B, unbiased=True) == pytest.approx(kl / (math.sqrt(kk * ll) + 1e-6), abs=1e-5)
-    assert ckatorch is not None
 
 
 def test_biased_cka_inflated_at_small_n():

@@ -26,12 +26,19 @@ Neighbours: upstream ranks by inner product on features that its pipeline L2-nor
 by cosine; ``metric="cosine"`` (default) is the same ranking. On un-normalised features upstream
 ranks by raw inner product (large-norm points become everyone's neighbours); normalise first (see
 :func:`interp.similarity.preprocess`) to compare with upstream numbers.
+
+CKNNA takes both its neighbour mask and its kernel from K = AAᵀ upstream (mask = top-k of each row
+of K). Here :func:`cknna` L2-normalises every row first, as the Platonic pipeline does: on unit rows
+the inner-product top-k *is* the cosine top-k, so the value equals upstream's ``cknna`` on normalised
+features, whatever the input norms (mixing cosine neighbours with a raw inner-product kernel would
+match neither). Its neighbour metric must therefore be ``"cosine"``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from interp.neighbors import knn
 
@@ -87,13 +94,17 @@ def neighbor_lists(X: torch.Tensor, k: int, metric: str = "cosine", backend: str
     return indices.cpu()
 
 
-def kernel_at_neighbors(X: torch.Tensor, indices: torch.Tensor, chunk: int = 1 << 22) -> torch.Tensor:
+def kernel_at_neighbors(
+    X: torch.Tensor, indices: torch.Tensor, chunk: int = 1 << 22, normalize: bool = False
+) -> torch.Tensor:
     """Linear-kernel values at the neighbour pairs, float64: ``K[i, m] = x_i · x_{indices[i, m]}``.
 
     Args:
         X: ``[N, D]`` or ``[B, N, D]`` features.
         indices: ``[N, k]`` / ``[B, N, k]`` neighbour lists of ``X``.
         chunk: max gathered elements (rows × k × D) per step, to bound memory.
+        normalize: L2-normalise each row (in float64; a zero row stays zero) before the products,
+            i.e. cosine similarities -- CKNNA's kernel.
     Returns:
         ``[..., N, k]`` float64.
     """
@@ -105,6 +116,8 @@ def kernel_at_neighbors(X: torch.Tensor, indices: torch.Tensor, chunk: int = 1 <
     rows = max(1, chunk // max(1, k * d))
     for b in range(Xs.shape[0]):
         x = Xs[b].detach().cpu().double()
+        if normalize:
+            x = F.normalize(x, p=2, dim=-1)
         for start in range(0, n, rows):
             stop = min(n, start + rows)
             out[b, start:stop] = torch.einsum("nd,nkd->nk", x[start:stop], x[Is[b, start:stop]])
@@ -284,26 +297,44 @@ def lcs_knn(A, B, k: int = 10, *, normalize: bool = True, metric: str = "cosine"
     return float(lcs_from_lists(ia, ib, normalize)[0])
 
 
+def check_cknna_metric(metric: str) -> None:
+    """CKNNA's neighbours are the inner-product top-k of L2-normalised rows, i.e. the cosine ones."""
+    if metric != "cosine":
+        raise ValueError(
+            f"cknna ranks neighbours as upstream does, by the inner product of L2-normalised rows, which is the "
+            f"cosine ranking; neighbour metric must be 'cosine', got {metric!r}"
+        )
+
+
 def cknna(A, B, k: int | None = 10, *, epsilon: float = 1e-6, metric: str = "cosine", backend: str = "auto") -> float:
     """CKNNA (Huh et al. 2024): unbiased CKA restricted to pairs that are neighbours in *both* spaces.
 
-    With linear kernels K = AAᵀ, L = BBᵀ (features as given, no centring or normalisation) and the
-    mask ``M_ij = 1[j ∈ N_A(i) ∩ N_B(i)]`` (self excluded), ``M_A`` / ``M_B`` the masks of one space:
+    Rows are L2-normalised first, as the Platonic pipeline does before measuring; with Â, B̂ the
+    normalised features, linear kernels K = ÂÂᵀ, L = B̂B̂ᵀ (cosine similarities; no centring), and the
+    mask ``M_ij = 1[j ∈ N_A(i) ∩ N_B(i)]`` (self excluded; N_A(i) = the k largest entries of row i of
+    K, ties to the lower index), ``M_A`` / ``M_B`` the masks of one space:
 
         CKNNA = HSIC_u(M∘K, M∘L) / (sqrt(HSIC_u(M_A∘K, M_A∘K) · HSIC_u(M_B∘L, M_B∘L)) + ε)
 
-    with HSIC_u the unbiased estimator of :func:`masked_hsic`, as upstream ``cknna(unbiased=True)``.
+    with HSIC_u the unbiased estimator of :func:`masked_hsic` -- upstream ``cknna(Â, B̂, topk=k)``
+    (``unbiased=True``). Upstream on *raw* features takes both mask and kernel from the raw inner
+    product; that variant is not provided (normalising makes the value independent of row norms).
     k = N − 1 (``k=None``; upstream's intended default, which crashes there) keeps every pair, and
-    CKNNA equals :func:`interp.similarity.cka` with ``unbiased=True`` and the same ε. Not symmetric in A, B
-    in general. The value is NaN when the two self-terms have opposite signs (possible for small k).
+    CKNNA equals :func:`interp.similarity.cka` of the normalised rows, ``unbiased=True``, same ε. Not
+    symmetric in A, B in general. The value is NaN when the two self-terms have opposite signs
+    (possible for small k).
 
     Args:
-        A, B: ``[N, D_A]``, ``[N, D_B]`` paired features, N >= 4.
+        A, B: ``[N, D_A]``, ``[N, D_B]`` paired features, N >= 4 (any row norms).
         k: neighbours, 2 <= k <= N - 1 (upstream requires >= 2), or None for N - 1.
         epsilon: added to the denominator; 1e-6 as upstream, 0 for the exact ratio.
+        metric: must be ``"cosine"`` (the inner-product ranking of normalised rows); kept for a
+            signature shared with the other kNN metrics.
     """
+    check_cknna_metric(metric)
     A, B = as_features("A", A), as_features("B", B)
     if A.shape[0] < 4:
         raise ValueError(f"CKNNA's unbiased HSIC needs N >= 4 points, got {A.shape[0]}")
     A, B, ia, ib = _pair_lists(A, B, k, metric, backend, minimum=2)
-    return float(cknna_from_lists(ia, kernel_at_neighbors(A, ia), ib, kernel_at_neighbors(B, ib), epsilon)[0])
+    ka, kb = kernel_at_neighbors(A, ia, normalize=True), kernel_at_neighbors(B, ib, normalize=True)
+    return float(cknna_from_lists(ia, ka, ib, kb, epsilon)[0])

@@ -4,9 +4,10 @@ All three reduce to one engine, :func:`pairwise`: two stacks of representations 
 points, ``XA`` ``[S_A, N, D_A]`` and ``XB`` ``[S_B, N, D_B]``, and a list of (row, column) pairs.
 
 * kNN metrics: the neighbour lists of every representation are computed **once**, by one batched
-  :func:`interp.knn` call per stack (``[S, N, k]``); CKNNA also takes the linear-kernel values at those
-  neighbours once (``[S, N, k]``) and each representation's self-term once. Every pair is then scored
-  from the lists alone (:mod:`.knn_metrics`), many pairs per vectorised step.
+  :func:`interp.knn` call per stack (``[S, N, k]``); CKNNA also takes the kernel values at those
+  neighbours once (``[S, N, k]``; cosine kernel, as CKNNA works on L2-normalised rows) and each
+  representation's self-term once. Every pair is then scored from the lists alone
+  (:mod:`.knn_metrics`), many pairs per vectorised step.
 * CKA: each representation's centred (or U-centred) Gram matrix is formed once and every pair is a
   Frobenius inner product; when the Gram matrices would not fit (N² too large) each pair uses the
   feature route of :mod:`.cka` instead.
@@ -37,6 +38,7 @@ from tqdm.auto import tqdm
 from interp.extraction.activations import Activations
 from interp.similarity.cka import _features_hsic, centred_gram
 from interp.similarity.knn_metrics import (
+    check_cknna_metric,
     check_k,
     cknna_from_lists,
     cycle_from_lists,
@@ -162,9 +164,11 @@ def _check_stack(name: str, x) -> torch.Tensor:
     return x
 
 
-def _check_options(metric: str, k, n: int, epsilon: float) -> int | None:
+def _check_options(metric: str, k, n: int, epsilon: float, knn_metric: str = "cosine") -> int | None:
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(map(repr, METRICS))}")
+    if metric == "cknna":
+        check_cknna_metric(knn_metric)
     if epsilon < 0:
         raise ValueError(f"epsilon must be >= 0, got {epsilon}")
     if metric in ("cknna", "unbiased_cka") and n < 4:
@@ -180,7 +184,7 @@ def _knn_side(X, k, metric, knn_metric, backend):
     lists = neighbor_lists(X, k, knn_metric, backend)
     if metric != "cknna":
         return lists, None, None
-    values = kernel_at_neighbors(X, lists)
+    values = kernel_at_neighbors(X, lists, normalize=True)  # CKNNA: cosine kernel, as on normalised rows
     step = max(1, CHUNK // (lists.shape[1] * lists.shape[2]))
     self_terms = torch.cat(
         [masked_hsic(lists[s : s + step], values[s : s + step], lists[s : s + step], values[s : s + step])
@@ -222,7 +226,7 @@ def pairwise(
     n = XA.shape[1]
     if XB is not None and XB.shape[1] != n:
         raise ValueError(f"XA has N = {n} points but XB has {XB.shape[1]}: both must describe the same inputs")
-    k = _check_options(metric, k, n, epsilon)
+    k = _check_options(metric, k, n, epsilon, knn_metric)
     s_b = XA.shape[0] if XB is None else XB.shape[0]
     if pairs is None:
         pairs = torch.cartesian_prod(torch.arange(XA.shape[0]), torch.arange(s_b)).view(-1, 2)
