@@ -410,3 +410,14 @@ def test_load_vsr_judge(tmp_path):
     f = _write(tmp_path / "bad.jsonl", [{"image": "a.jpg", "caption": "c", "label": "yes"}])
     with pytest.raises(ValueError, match="bad.jsonl:1: label must be 0 or 1"):
         load_vsr_judge(f)
+
+
+def test_official_pair_accuracy_uses_the_official_denominator_on_subsets(tmp_path):
+    # 3 rows: a complete left/right pair of (mug, knife) + one row of (cup, plate). All answered right.
+    q2 = Q.replace("mug", "cup").replace("knife", "plate")
+    f = _write(tmp_path / "Controlled_Images_A_with_answer_four_options.jsonl",
+               [{"id": 0, "question": Q, "answer": ["Left"]}, {"id": 1, "question": Q, "answer": ["Right"]},
+                {"id": 2, "question": q2, "answer": ["Left"]}])
+    scores = score_whatsup(["left", "right", "left"], load_spatial(f)).to_dict()
+    assert scores["official"]["pair_accuracy"] == pytest.approx(1 / 1.5)  # official: 1 correct pair / (N / 2)
+    assert scores["robust"]["pair_accuracy"] == 1.0  # 1 correct pair / 1 complete pair

@@ -220,7 +220,10 @@ def score_whatsup(
             i.e. whole-phrase match of the gold).
 
     ``summary`` has ``accuracy`` for rules ``official`` and ``robust``, ``unparsed`` for the
-    robust rule and, for Controlled datasets, ``pair_accuracy`` and ``set_accuracy``.
+    robust rule and, for Controlled datasets, ``pair_accuracy`` and ``set_accuracy`` (the
+    official rule divides by N/2 and N/4 like the official code, so its numbers on a subset
+    such as the 80 % test split are the paper's; the robust rule divides by the complete
+    pairs / sets present).
     """
     if isinstance(dataset, SpatialDataset):
         answers = dataset.answers
@@ -252,7 +255,8 @@ def score_whatsup(
         if rule == "robust":
             summary.append((rule, "unparsed", _div(samples.robust_prediction.isna().sum(), n), n))
         if n and all(g is not None for g in groups):
-            ps = pair_set_accuracy(samples[rule].tolist(), groups, answers)
+            # the official code divides by N/2 and N/4 (equal to the pair/set counts on a full dataset)
+            ps = pair_set_accuracy(samples[rule].tolist(), groups, answers, official_denominator=rule == "official")
             summary.append((rule, "pair_accuracy", ps["pair_accuracy"], ps["n_pairs"]))
             summary.append((rule, "set_accuracy", ps["set_accuracy"], ps["n_sets"]))
     return SpatialScores(samples, pd.DataFrame(summary, columns=["rule", "metric", "value", "n"]))
