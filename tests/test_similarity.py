@@ -5,6 +5,9 @@ CKA against the packaged oracle ``ckatorch``."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -347,6 +350,27 @@ def test_cka_matrix_feature_route(monkeypatch):
     gram = sim.layer_similarity(X, "unbiased_cka", progress=False).values
     monkeypatch.setattr("interp.similarity.matrices.GRAM_BUDGET", 10)
     assert torch.allclose(sim.layer_similarity(X, "unbiased_cka", progress=False).values, gram, atol=1e-12)
+
+
+GRAM_MEMORY_PROBE = """
+import resource, torch
+import interp.similarity as sim
+X = torch.randn(8, 1500, 8, generator=torch.Generator().manual_seed(0))
+sim.layer_similarity(X[:, :50], "unbiased_cka", progress=False)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+sim.layer_similarity(X, "unbiased_cka", progress=False)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ru_maxrss in KiB is Linux's convention")
+def test_cka_gram_route_memory_is_the_grams():
+    """8 layers × N = 1500: the Grams are 137 MiB; the peak-RSS rise must stay under 2× that (per-pair
+    products of flattened Grams, [pairs, N²], would add ~2 GB)."""
+    result = subprocess.run([sys.executable, "-c", GRAM_MEMORY_PROBE], capture_output=True, text=True, check=True,
+                            cwd=Path(__file__).resolve().parents[1])  # fmt: skip
+    grams = 8 * 1500 * 1500 * 8
+    assert int(result.stdout.split()[-1]) < 2 * grams
 
 
 def test_neighbour_lists_computed_once_per_stack(monkeypatch):

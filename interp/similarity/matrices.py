@@ -8,9 +8,10 @@ points, ``XA`` ``[S_A, N, D_A]`` and ``XB`` ``[S_B, N, D_B]``, and a list of (ro
   neighbours once (``[S, N, k]``; cosine kernel, as CKNNA works on L2-normalised rows) and each
   representation's self-term once. Every pair is then scored from the lists alone
   (:mod:`.knn_metrics`), many pairs per vectorised step.
-* CKA: each representation's centred (or U-centred) Gram matrix is formed once and every pair is a
-  Frobenius inner product; when the Gram matrices would not fit (N² too large) each pair uses the
-  feature route of :mod:`.cka` instead.
+* CKA: each representation's centred (or U-centred) Gram matrix is formed once, flattened, and the
+  pairs' Frobenius inner products are GEMMs on views of the Gram stacks (memory: the Grams plus a
+  small ``[rows, columns]`` result, never a per-pair ``N²`` product); when the Gram matrices would
+  not fit (N² too large) each pair uses the feature route of :mod:`.cka` instead.
 
 The three front ends differ only in what the stacks are:
 
@@ -193,6 +194,38 @@ def _knn_side(X, k, metric, knn_metric, backend):
     return lists, values, self_terms
 
 
+def _flat_grams(X: torch.Tensor, unbiased: bool) -> torch.Tensor:
+    """``[S, N, D]`` -> ``[S, N²]`` float64 flattened (U-)centred Gram matrices, one at a time."""
+    n = X.shape[1]
+    grams = torch.empty(X.shape[0], n * n, dtype=torch.float64)
+    for s, x in enumerate(X):
+        grams[s] = centred_gram(x.detach().cpu().double(), unbiased).reshape(-1)
+    return grams
+
+
+def _gram_pairs(grams_a, grams_b, pairs, scale, epsilon, progress, desc) -> torch.Tensor:
+    """CKA of each pair from flattened Grams ``[S_A, N²]``, ``[S_B, N²]``: ``[P]`` float64.
+
+    Inner products come from GEMMs on *views* of the Gram stacks -- ``grams_a[r0:r1] @ grams_b[c0:c1]ᵀ``
+    for a block of rows and the span of columns its pairs use -- so no ``[pairs, N²]`` product (or
+    gathered copy) is ever formed: extra memory is the ``[block, span]`` result only, beyond the Grams.
+    """
+    self_a = torch.linalg.vector_norm(grams_a, dim=1).square()  # ⟨G, G⟩ without a squared copy
+    self_b = self_a if grams_b is grams_a else torch.linalg.vector_norm(grams_b, dim=1).square()
+    out = torch.empty(len(pairs), dtype=torch.float64)
+    r_all, c_all = pairs[:, 0], pairs[:, 1]
+    block = 64
+    for r0 in tqdm(range(0, grams_a.shape[0], block), disable=not progress, desc=desc, unit="block"):
+        chosen = ((r_all >= r0) & (r_all < r0 + block)).nonzero().squeeze(1)
+        if len(chosen) == 0:
+            continue
+        r, c = r_all[chosen], c_all[chosen]
+        r1, c0, c1 = int(r.max()) + 1, int(c.min()), int(c.max()) + 1
+        cross = grams_a[r0:r1] @ grams_b[c0:c1].T  # [rows, span]
+        out[chosen] = cross[r - r0, c - c0] / scale / (torch.sqrt(self_a[r] * self_b[c]) / scale + epsilon)
+    return out
+
+
 def pairwise(
     metric: str,
     XA,
@@ -259,18 +292,9 @@ def pairwise(
     unbiased = metric == "unbiased_cka"
     n_reps = XA.shape[0] + (0 if XB is None else XB.shape[0])
     if n_reps * n * n <= GRAM_BUDGET:
-        grams_a = torch.stack([centred_gram(x.detach().cpu().double(), unbiased).reshape(-1) for x in XA])
-        grams_b = (
-            grams_a
-            if XB is None
-            else torch.stack([centred_gram(x.detach().cpu().double(), unbiased).reshape(-1) for x in XB])
-        )
-        self_a, self_b = grams_a.square().sum(1), grams_b.square().sum(1)
-        scale = n * (n - 3) if unbiased else 1
-        for start in tqdm(range(0, len(pairs), 4096), disable=not progress, desc=metric, unit="chunk"):
-            r, c = pairs[start : start + 4096, 0], pairs[start : start + 4096, 1]
-            cross = (grams_a[r] * grams_b[c]).sum(1) / scale
-            out[start : start + len(r)] = cross / (torch.sqrt(self_a[r] * self_b[c]) / scale + epsilon)
+        grams_a = _flat_grams(XA, unbiased)
+        grams_b = grams_a if XB is None else _flat_grams(XB, unbiased)
+        out[:] = _gram_pairs(grams_a, grams_b, pairs, n * (n - 3) if unbiased else 1, epsilon, progress, metric)
         return out
     feats_a = [x.detach().cpu().double() for x in XA]
     feats_b = feats_a if XB is None else [x.detach().cpu().double() for x in XB]
