@@ -9,8 +9,10 @@ Ring. In step s (``s = 0 .. P-1``) rank r holds the database shard of rank
 ``(r - s) mod P``. While it searches its queries against that shard with the
 single-process engine (:func:`interp.knn`, ``queries=``: stage-1 proposal +
 exact float64 re-rank), it already sends the shard on to rank ``r + 1`` and
-receives the next one from rank ``r - 1`` (``isend`` / ``irecv``), so
-communication overlaps compute. At most three shards (own, current,
+receives the next one from rank ``r - 1`` (one ``batch_isend_irecv`` of the
+send and the receive: NCCL needs the pair grouped, or two ranks that both send
+first can deadlock; gloo accepts the same call), so communication overlaps
+compute. At most three shards (own, current,
 incoming) are resident, so memory per rank is ~3 N D / P, not N D.
 
 Merge. Every per-shard answer is exact and sorted by (float32 distance,
@@ -22,9 +24,11 @@ single-process engine uses, so the merged lists are the single-process lists,
 bit for bit. The point itself is excluded by index: only in the step that
 visits the rank's own shard, where query i is local point i.
 
-Failure. Every rank checks its input and the ranks agree on the shapes
-(one small ``all_gather``) before any work, so bad input raises the same
-clear ``ValueError`` everywhere instead of hanging. Every communication is
+Failure. Every rank checks its input and the ranks agree on the shapes and
+on the scalar arguments (k, metric, exclude_self, precision, dtype; one small
+exchange, :func:`all_gather_object`) before any work, so bad input -- or one
+rank calling with a different ``k`` -- raises the same clear ``ValueError``
+everywhere instead of hanging or returning silently inconsistent rows. Every communication is
 waited on with a timeout; a dead or stuck peer raises
 :class:`DistributedKNNError` naming the step and the peer.
 
@@ -33,6 +37,7 @@ Backends: gloo (CPU tensors) and NCCL (CUDA tensors, one device per rank).
 
 from __future__ import annotations
 
+import pickle
 from datetime import timedelta
 
 import torch
@@ -40,7 +45,7 @@ import torch.distributed as dist
 
 from interp.neighbors.api import METRICS, _as_tensor, knn
 
-__all__ = ["knn_sharded", "shard_range", "shard_sizes", "DistributedKNNError", "gather_rows"]
+__all__ = ["knn_sharded", "shard_range", "shard_sizes", "DistributedKNNError", "gather_rows", "all_gather_object"]
 
 DEFAULT_TIMEOUT = timedelta(minutes=10)
 
@@ -67,22 +72,56 @@ def _comm_device(group) -> torch.device:
     return torch.device("cpu")
 
 
+def _raise(err: Exception, what: str, timeout: timedelta):
+    first = str(err).splitlines()[0] if str(err) else ""
+    raise DistributedKNNError(
+        f"rank {dist.get_rank()}: distributed step failed while {what}: {type(err).__name__}: {first}. "
+        f"This is how a peer process that died, or did not answer within {timeout.total_seconds():.0f} s, "
+        "shows up; check the other ranks' logs -- the job cannot continue."
+    ) from err
+
+
 def _wait(work, what: str, timeout: timedelta) -> None:
     try:
         work.wait(timeout)
     except Exception as err:  # gloo raises RuntimeError / DistBackendError; NCCL may raise others
-        first = str(err).splitlines()[0] if str(err) else ""
-        raise DistributedKNNError(
-            f"rank {dist.get_rank()}: distributed step failed while {what}: {type(err).__name__}: {first}. "
-            f"This is how a peer process that died, or did not answer within {timeout.total_seconds():.0f} s, "
-            "shows up; check the other ranks' logs -- the job cannot continue."
-        ) from err
+        _raise(err, what, timeout)
 
 
 def _all_gather(local: torch.Tensor, what: str, group, timeout: timedelta) -> list[torch.Tensor]:
     out = [torch.empty_like(local) for _ in range(dist.get_world_size(group))]
     _wait(dist.all_gather(out, local, group=group, async_op=True), what, timeout)
     return out
+
+
+def all_gather_object(obj, what: str, group=None, timeout: timedelta = DEFAULT_TIMEOUT) -> list:
+    """Every rank's picklable ``obj``, in rank order, with every wait bounded by ``timeout``.
+
+    Unlike :func:`torch.distributed.all_gather_object` (which waits for the
+    process group's own timeout), this is two tensor ``all_gather`` s (byte
+    counts, then the padded pickles), each waited on with :func:`_wait`, so a
+    dead or stalled peer raises :class:`DistributedKNNError` within ``timeout``.
+    """
+    device = _comm_device(group)
+    payload = torch.frombuffer(bytearray(pickle.dumps(obj)), dtype=torch.uint8)
+    sizes = _all_gather(torch.tensor([payload.numel()], dtype=torch.int64, device=device), what, group, timeout)
+    sizes = [int(n) for n in sizes]
+    padded = torch.zeros(max(sizes), dtype=torch.uint8, device=device)
+    padded[: payload.numel()] = payload.to(device)
+    parts = _all_gather(padded, what, group, timeout)
+    return [pickle.loads(p[:n].cpu().numpy().tobytes()) for p, n in zip(parts, sizes, strict=True)]
+
+
+def check_same_arguments(settings: list[dict], rank: int, fn: str) -> None:
+    """Raise the same ``ValueError`` on every rank if the ranks passed different scalar arguments."""
+    for name in settings[0]:
+        values = [s[name] for s in settings]
+        if any(v != values[0] or type(v) is not type(values[0]) for v in values):
+            per_rank = ", ".join(f"rank {r}: {v!r}" for r, v in enumerate(values))
+            raise ValueError(
+                f"rank {rank}: the ranks called {fn} with different {name} ({per_rank}); every rank must pass "
+                f"the same {name}"
+            )
 
 
 def shard_sizes(n_local: int, group=None, timeout: timedelta = DEFAULT_TIMEOUT) -> list[int]:
@@ -194,23 +233,26 @@ def knn_sharded(
             problem = (f"exclude_self with queries means local query i is local point i, but this rank has "
                        f"{Q.shape[-2]} queries and {X.shape[-2]} points; pass exclude_self=False")  # fmt: skip
 
-    # One small all_gather: every rank's shapes and whether its input is valid.
+    # One small exchange: every rank's validity, shapes and scalar arguments.
     batch = 0 if X is None else (X.shape[0] if X.ndim == 3 else -1)
-    meta = [0 if problem else 1, batch, -1 if X is None else X.shape[-1], 0 if X is None else X.shape[-2],
-            0 if X is None else (X.shape[-2] if Q is None else Q.shape[-2])]  # fmt: skip
-    local = torch.tensor(meta, dtype=torch.int64, device=_comm_device(group))
-    table = torch.stack(_all_gather(local, "exchanging shard shapes", group, timeout)).tolist()
+    meta = {"problem": problem, "batch": batch, "D": -1 if X is None else X.shape[-1],
+            "n": 0 if X is None else X.shape[-2],
+            "settings": {"k": k, "metric": metric, "exclude_self": bool(exclude_self), "queries": queries is not None,
+                         "precision": precision, "dtype": None if X is None else str(X.dtype)}}  # fmt: skip
+    table = all_gather_object(meta, "exchanging shard shapes and arguments", group, timeout)
     if problem:
         raise ValueError(f"rank {rank}: {problem}")
-    bad = [r for r, row in enumerate(table) if row[0] == 0]
+    bad = [r for r, row in enumerate(table) if row["problem"]]
     if bad:
         raise ValueError(f"rank {rank}: the input of rank(s) {bad} is invalid (see their error); nothing was computed")
-    if len({(row[1], row[2]) for row in table}) != 1:
-        shapes = {r: (f"[B={row[1]}] " if row[1] >= 0 else "") + f"D={row[2]}" for r, row in enumerate(table)}
+    check_same_arguments([row["settings"] for row in table], rank, "knn_sharded")
+    if len({(row["batch"], row["D"]) for row in table}) != 1:
+        shapes = {r: (f"[B={row['batch']}] " if row["batch"] >= 0 else "") + f"D={row['D']}"
+                  for r, row in enumerate(table)}  # fmt: skip
         raise ValueError(f"rank {rank}: the shards disagree on batch size / dimension: {shapes}")
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose 'cosine' or 'euclidean'")
-    sizes = [row[3] for row in table]
+    sizes = [row["n"] for row in table]
     n = sum(sizes)
     n_available = n - int(exclude_self)
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n_available:
@@ -239,10 +281,16 @@ def knn_sharded(
         if step < world - 1:  # pass the shard on while searching it
             n_in = sizes[(src - 1) % world]
             incoming = torch.empty((n_b, n_in, Xs.shape[2]), dtype=Xs.dtype, device=Xs.device)
-            if current.shape[1]:
-                works.append(("sending a shard to the next rank", dist.isend(current, nxt, group=group)))
-            if n_in:
-                works.append(("receiving a shard from the previous rank", dist.irecv(incoming, prv, group=group)))
+            ops = ([dist.P2POp(dist.isend, current, nxt, group)] if current.shape[1] else []) + (
+                [dist.P2POp(dist.irecv, incoming, prv, group)] if n_in else []
+            )
+            what = f"passing shards around the ring (ring step {step + 1}/{world})"
+            if ops:
+                try:
+                    works = dist.batch_isend_irecv(ops)
+                except Exception as err:  # a dead peer can fail the post itself
+                    _raise(err, what, timeout)
+            works = [(what, work) for work in works]
         own = src == rank and exclude_self
         k_here = min(k, current.shape[1] - int(own))
         if m and k_here > 0:
