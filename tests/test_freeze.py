@@ -24,6 +24,7 @@ from interp.freeze import (
     default_conditions,
     finetune,
     freeze,
+    frozen_path_layers,
     language_loss,
     official_freeze_update,
     official_selective_freeze,
@@ -183,12 +184,22 @@ def test_spec_helpers_hand_computed():
     assert official.describe() == "blocks 0-8, embeddings, final norm, LM head"
     assert FreezeSpec(blocks=[5, 0, 1, 3, 2]).describe() == "blocks 0-3,5"
     assert FreezeSpec(blocks=[-1, 0]).block_indices(12) == [0, 11]
-    # hidden states 0..9 depend only on embeddings + blocks 0..8
-    assert official.frozen_prefix(12) == 10
-    assert FreezeSpec(blocks=range(3)).frozen_prefix(12) == 0  # embeddings train
-    assert FreezeSpec(blocks=[0, 2], embeddings=True).frozen_prefix(12) == 2
-    assert FreezeSpec(blocks=range(4), embeddings=True, final_norm=True).frozen_prefix(4) == 5
-    assert FreezeSpec(blocks=range(4), embeddings=True).frozen_prefix(4) == 4
+    # Llama has no parameter outside embeddings, blocks, final norm, LM head: hidden states 0..9 depend
+    # only on embeddings + blocks 0..8
+    llama12 = tiny_llama(n_layers=12, d_model=16, seed=3)
+    assert frozen_path_layers(llama12, official) == 10
+    assert frozen_path_layers(llama12, FreezeSpec(blocks=range(3))) == 0  # embeddings train
+    assert frozen_path_layers(llama12, {"blocks": [0, 2], "embeddings": True}) == 2
+    assert frozen_path_layers(llama12, None) == 0
+    llama4 = tiny_llama(n_layers=4, d_model=16, seed=3)
+    assert frozen_path_layers(llama4, FreezeSpec(blocks=range(4), embeddings=True, final_norm=True, lm_head=True)) == 5
+    assert frozen_path_layers(llama4, FreezeSpec(blocks=range(4), embeddings=True)) == 4
+    llama4.model.layers[1].requires_grad_(False)  # already frozen by the user: counts as frozen
+    assert frozen_path_layers(llama4, FreezeSpec(blocks=[0, 2], embeddings=True)) == 4
+    # GPT-2: hidden state 0 = wte + wpe; embeddings=True leaves the position embedding trainable
+    gpt2 = _gpt2()
+    assert frozen_path_layers(gpt2, FreezeSpec(blocks=range(3), embeddings=True, final_norm=True)) == 0
+    assert frozen_path_layers(gpt2, FreezeSpec(blocks=[0], embeddings=True, modules=("transformer.wpe",))) == 2
     assert FreezeSpec.coerce({"blocks": 2}) == FreezeSpec(blocks=(2,))
     assert default_conditions(18) == {"full": None, "frozen_0-8": FreezeSpec.official(8)}
     assert default_conditions(4) == {"full": None, "frozen_0-2": FreezeSpec.official(2)}
@@ -448,6 +459,50 @@ def test_experiment_end_to_end(tok, tmp_path):
     for name in files:
         assert (tmp_path / name).stat().st_size > 0
     assert {"delta_ilo.png", "loss_change.png", "ilo_by_condition.png", "ilo.csv", "loss.csv"} <= set(files)
+
+
+def _byte_gpt2():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from interp.models.tiny import BYTE_VOCAB_SIZE
+
+    torch.manual_seed(1)
+    return GPT2LMHeadModel(GPT2Config(n_layer=4, n_embd=32, n_head=2, vocab_size=BYTE_VOCAB_SIZE, n_positions=256))
+
+
+def _hidden_states(model, tok, texts):
+    """Per text, the HF hidden states ``[L+1, T, D]`` in eval mode."""
+    mode = model.training
+    model.eval()
+    with torch.no_grad():
+        out = [torch.stack(model(**tok(t, return_tensors="pt"), output_hidden_states=True).hidden_states)
+               for t in texts]  # fmt: skip
+    model.train(mode)
+    return out
+
+
+def test_experiment_gpt2_frozen_path_is_observed_identity(tok):
+    """GPT-2 adds a learned position embedding to hidden state 0: freezing the token embeddings alone
+    does not keep any state fixed. ``frozen_path`` must agree with which hidden states actually stay
+    bit-identical after fine-tuning (observed on a separate, identically seeded fine-tune)."""
+    model = _byte_gpt2()
+    corpus = load_parallel("cldr", langs=["eng_Latn", "fra_Latn"]).head(8)
+    train, held = train_heldout_split(corpus, "fra_Latn", 0.5)
+    specs = {"emb": FreezeSpec(blocks=range(2), embeddings=True, final_norm=True, lm_head=True),
+             "emb+wpe": FreezeSpec(blocks=range(2), embeddings=True, final_norm=True, lm_head=True,
+                                   modules=("transformer.wpe",))}  # fmt: skip
+    result = run_experiment(model, tok, train, held, specs, steps=2, batch_size=2, lr=1e-2, progress=False)
+    texts = held.flat()[0]
+    base_states = _hidden_states(model, tok, texts)
+    table = result.ilo_by_layer.set_index(["condition", "layer"])["frozen_path"]
+    marked = {}
+    for name, spec in specs.items():
+        trained = finetune(model, tok, train, steps=2, batch_size=2, lr=1e-2, freeze=spec, progress=False).model
+        states = _hidden_states(trained, tok, texts)
+        identical = [all(torch.equal(a[h], b[h]) for a, b in zip(base_states, states, strict=True)) for h in range(5)]
+        marked[name] = [bool(table[name, h]) for h in range(5)]
+        assert marked[name] == identical, name
+    assert marked == {"emb": [False] * 5, "emb+wpe": [True, True, True, False, False]}
 
 
 def test_cli_freeze_experiment(tmp_path):

@@ -25,6 +25,7 @@ from interp.freeze.spec import (
     TiedEmbeddingsWarning,
     block_to_hidden_state,
     freeze,
+    frozen_path_layers,
     official_freeze_update,
     official_selective_freeze,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "default_conditions",
     "finetune",
     "freeze",
+    "frozen_path_layers",
     "language_loss",
     "official_freeze_update",
     "official_selective_freeze",

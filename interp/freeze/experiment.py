@@ -18,8 +18,10 @@ measures exactly that for any model the adapter knows:
 
 Results are tidy DataFrames with a ``condition`` column; ``delta_*`` columns
 are the condition minus ``base``. ``frozen_path`` marks hidden-state indices
-that depend on frozen parameters only (embeddings and blocks ``0..h-1`` frozen):
-their ΔILO is exactly 0 by construction, a built-in sanity check.
+that depend on frozen parameters only (:func:`interp.freeze.frozen_path_layers`, derived
+from the parameters themselves: everything outside blocks ``h..`` must be frozen, e.g.
+also GPT-2's position embedding): their ΔILO is exactly 0 by construction, a built-in
+sanity check.
 
 To keep the held-out loss honest, :func:`train_heldout_split` splits a parallel
 corpus by *item*: the training texts are one language's texts of some items,
@@ -43,7 +45,7 @@ from interp.data.corpus import ParallelCorpus
 from interp.freeze.batching import _check_texts
 from interp.freeze.finetune import finetune
 from interp.freeze.lm_loss import language_loss
-from interp.freeze.spec import FreezeSpec
+from interp.freeze.spec import FreezeSpec, frozen_path_layers
 from interp.models.adapter import get_adapter
 
 __all__ = ["run_experiment", "FreezeExperimentResult", "default_conditions", "train_heldout_split", "BASE"]
@@ -301,7 +303,7 @@ def run_experiment(
         blocks = spec.block_indices(adapter.n_blocks) if spec else []
         described.append({"condition": name, "frozen": "nothing (full fine-tune)" if spec is None else
                           spec.describe(adapter.n_blocks), "frozen_blocks": ",".join(map(str, blocks)),
-                          "frozen_path_layers": spec.frozen_prefix(adapter.n_blocks) if spec else 0,
+                          "frozen_path_layers": frozen_path_layers(model, spec),
                           "n_trainable": run.n_trainable, "n_frozen": run.n_frozen})  # fmt: skip
         del run
 

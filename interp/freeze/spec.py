@@ -53,6 +53,7 @@ __all__ = [
     "official_selective_freeze",
     "official_freeze_update",
     "block_to_hidden_state",
+    "frozen_path_layers",
 ]
 
 
@@ -154,22 +155,6 @@ class FreezeSpec:
             )
         return sorted({b % n_blocks for b in self.blocks})
 
-    def frozen_prefix(self, n_blocks: int) -> int:
-        """Number of hidden-state indices, from 0, that depend on frozen parameters only.
-
-        Index 0 needs the embeddings; index ``h`` (1 <= h < L) also blocks ``0..h-1``;
-        index ``L`` also the final norm. Training cannot change these states.
-        """
-        if not self.embeddings:
-            return 0
-        frozen = set(self.block_indices(n_blocks))
-        h = 1
-        while h < n_blocks and (h - 1) in frozen:
-            h += 1
-        if h == n_blocks and (n_blocks - 1) in frozen and self.final_norm:
-            h += 1
-        return h
-
     def describe(self, n_blocks: int | None = None) -> str:
         """Human-readable summary, e.g. ``'blocks 0-8, embeddings, final norm, LM head'``."""
         parts = []
@@ -233,6 +218,59 @@ def tied_embeddings(adapter: ModelAdapter) -> bool:
         return False
     embed = {id(p) for p in adapter.embed.parameters()}
     return any(id(p) in embed for p in adapter.lm_head.parameters())
+
+
+def _reachable_params(model: nn.Module, skip: set[int]) -> set[int]:
+    """ids of the parameters reachable from ``model`` without entering a module whose id is in ``skip``.
+
+    A weight shared by a skipped and a kept module (tied embeddings) is reachable.
+    """
+    found: set[int] = set()
+    stack, seen = [model], set()
+    while stack:
+        module = stack.pop()
+        if id(module) in seen or id(module) in skip:
+            continue
+        seen.add(id(module))
+        found.update(id(p) for p in module.parameters(recurse=False))
+        stack.extend(module.children())
+    return found
+
+
+def frozen_path_layers(model: nn.Module, spec: FreezeSpec | Mapping | None) -> int:
+    """Number of hidden-state indices, from 0, that training ``model`` under ``spec`` cannot change.
+
+    Derived from the actual parameters, not from the spec's names: hidden state ``h`` (``0 <= h <= L``)
+    can depend on every parameter of the model except those only reachable through blocks ``h..L-1``,
+    the final norm (when ``h < L``) and the LM head. It is on a *frozen path* when all of those are
+    frozen -- already ``requires_grad=False`` or frozen by ``spec`` (``None``: nothing). So GPT-2's
+    learned position embedding (``transformer.wpe``), which ``embeddings=True`` does not freeze, keeps
+    even hidden state 0 off the path until it is frozen too (``modules=("transformer.wpe",)``); a VLM's
+    vision tower and projector count as well (freeze them with ``modules=`` for a frozen path). The
+    count is a prefix: index ``h`` depends on everything index ``h - 1`` does.
+
+    Args:
+        model: a model :func:`interp.models.get_adapter` knows (not changed).
+        spec: a :class:`FreezeSpec`, a dict of its fields, or None.
+    Returns:
+        ``0..L+1``: hidden states ``0..n-1`` are unchanged by training (their ΔILO is exactly 0).
+    """
+    adapter = get_adapter(model)
+    spec = FreezeSpec.coerce(spec)
+    frozen = {id(p) for p in model.parameters() if not p.requires_grad}
+    if spec is not None:
+        frozen |= {id(p) for p in _resolve(model, adapter, spec)}
+    n_blocks = adapter.n_blocks
+    head = set() if adapter.lm_head is None else {id(adapter.lm_head)}
+    count = 0
+    for h in range(n_blocks + 1):
+        skip = {id(block) for block in list(adapter.blocks)[h:]} | head
+        if h < n_blocks:
+            skip.add(id(adapter.final_norm))
+        if not _reachable_params(model, skip) <= frozen:
+            break
+        count += 1
+    return count
 
 
 class Freezing:
