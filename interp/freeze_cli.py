@@ -45,17 +45,58 @@ def read_training_texts(path: str | Path, language: str | None = None) -> list[s
     return [r["text"] for r in rows]
 
 
+def train_items(value: str) -> int | float:
+    """``--train-items``: a whole number is a count of items (``20``), a decimal a fraction (``0.5``)."""
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    try:
+        fraction = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--train-items must be a count of items (e.g. 20) or a fraction in (0, 1) (e.g. 0.5), got {value!r}"
+        ) from None
+    if not 0 < fraction < 1:
+        raise argparse.ArgumentTypeError(
+            f"--train-items {value}: a fraction must be in (0, 1); for a count of items write a whole number (e.g. 20)"
+        )
+    return fraction
+
+
+def n_first_values(text: str, recipe: str) -> list[int]:
+    """``--n-first`` as a list of ints (``[]`` for ``none``), or a clear ``SystemExit``.
+
+    ``official`` freezes blocks ``0..n`` (n >= 0); ``update`` freezes ``0..n-1`` and needs n >= 1.
+    """
+    if text.strip().lower() == "none":
+        return []
+    values = []
+    for part in text.split(","):
+        try:
+            values.append(int(part.strip()))
+        except ValueError:
+            raise SystemExit(
+                f"--n-first: {part.strip()!r} is not an integer; give comma-separated block counts like 4,8 or 'none'"
+            ) from None
+    smallest = 0 if recipe == "official" else 1
+    bad = [n for n in values if n < smallest]
+    if bad:
+        what = ("blocks 0..n_first inclusive, so n_first >= 0" if recipe == "official"
+                else "blocks 0..n_first-1, so n_first >= 1 (0 would freeze no block)")  # fmt: skip
+        raise SystemExit(f"--n-first {bad[0]}: --recipe {recipe} freezes {what}")
+    return values
+
+
 def _conditions(args: argparse.Namespace) -> dict:
     from interp.freeze import FreezeSpec
 
     conditions: dict = {} if args.no_full else {"full": None}
-    if args.n_first.strip().lower() != "none":
-        for value in args.n_first.split(","):
-            n = int(value)
-            if args.recipe == "official":
-                conditions[f"frozen_0-{n}"] = FreezeSpec.official(n)
-            else:
-                conditions[f"frozen_0-{n - 1}"] = FreezeSpec.official_update(n)
+    for n in n_first_values(args.n_first, args.recipe):
+        if args.recipe == "official":
+            conditions[f"frozen_0-{n}"] = FreezeSpec.official(n)
+        else:
+            conditions[f"frozen_0-{n - 1}"] = FreezeSpec.official_update(n)
     if not conditions:
         raise SystemExit("no fine-tuned condition: drop --no-full or give --n-first")
     return conditions
@@ -74,6 +115,7 @@ def run_freeze_experiment(args: argparse.Namespace) -> int:
     from interp.ilo_job import _versions
 
     started = time.time()
+    conditions = _conditions(args)  # bad --n-first fails before anything is loaded
     out = Path(args.out)
     corpus = load_parallel(args.eval, langs=args.langs.split(",") if args.langs else None, split=args.split)
     if args.max_items:
@@ -84,7 +126,6 @@ def run_freeze_experiment(args: argparse.Namespace) -> int:
         train_texts, eval_corpus = train_heldout_split(corpus, train_language, args.train_items, seed=args.seed)
     else:
         train_texts, eval_corpus = read_training_texts(args.train, args.train_lang), corpus
-    conditions = _conditions(args)
     model, tokenizer = interp.load_model(args.model, device=args.device)
     bf16 = {"auto": "auto", "on": True, "off": False}[args.bf16]
     result = run_experiment(
@@ -140,13 +181,15 @@ def add_freeze_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--train", required=True,
                    help="eval:<lang> (train on part of --eval) or a .txt/.jsonl file of training texts")  # fmt: skip
     p.add_argument("--train-lang", default=None, help="language of the training texts (filters .jsonl rows)")
-    p.add_argument("--train-items", type=float, default=0.5, help="with eval:<lang>: fraction of items to train on")
+    p.add_argument("--train-items", type=train_items, default=0.5,
+                   help="with eval:<lang>: items to train on, a count (20) or a fraction (0.5)")  # fmt: skip
     p.add_argument("--eval", default="cldr", help="parallel corpus: 'cldr', flores200:<dir>, jsonl:<path>, hub id")
     p.add_argument("--langs", default=None, help="comma-separated evaluation languages (default: all)")
     p.add_argument("--split", default="dev")
     p.add_argument("--max-items", type=int, default=0, help="keep only the first N items of --eval (0: all)")
     p.add_argument("--out", default="out/freeze", help="output directory")
-    p.add_argument("--n-first", default="8", help="comma-separated n_first of frozen conditions, or 'none'")
+    p.add_argument("--n-first", default="8",
+                   help="comma-separated n_first of frozen conditions (>= 0; update: >= 1), or 'none'")  # fmt: skip
     p.add_argument("--recipe", default="official", choices=["official", "update"],
                    help="official: blocks 0..n_first inclusive (param_freeze.py); update: 0..n_first-1")  # fmt: skip
     p.add_argument("--no-full", action="store_true", help="skip the full fine-tune condition")

@@ -527,3 +527,46 @@ def test_cli_freeze_experiment(tmp_path):
     assert manifest["summary"]["base"]["mean_delta_ilo"] == 0.0
     for name in manifest["outputs"]:
         assert (out / name).stat().st_size > 0
+
+
+def _cli_args(*extra):
+    from interp.freeze_cli import add_freeze_parser
+
+    parser = argparse.ArgumentParser(prog="interp")
+    add_freeze_parser(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(["freeze-experiment", "--train", "eval:fra_Latn", *extra])
+
+
+def test_cli_train_items_count_or_fraction(capsys):
+    count = _cli_args("--train-items", "5").train_items
+    assert count == 5 and isinstance(count, int)
+    fraction = _cli_args("--train-items", "0.25").train_items
+    assert fraction == 0.25 and isinstance(fraction, float)
+    corpus = load_parallel("cldr", langs=["eng_Latn", "fra_Latn"]).head(20)
+    train, held = train_heldout_split(corpus, "fra_Latn", count)  # the integer-count path: 5 items
+    assert len(train) == 5 and held.n_items == 15
+    for bad in ("abc", "1.5", "0.0"):
+        with pytest.raises(SystemExit):
+            _cli_args("--train-items", bad)
+        assert "--train-items" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("n_first", "recipe", "message"),
+    [("x", "official", "'x' is not an integer"), ("4,", "official", "'' is not an integer"),
+     ("-1", "official", "n_first >= 0"), ("0", "update", "n_first >= 1"), ("2,0", "update", "n_first >= 1")],
+)  # fmt: skip
+def test_cli_n_first_errors(n_first, recipe, message):
+    args = _cli_args("--n-first", n_first, "--recipe", recipe, "--model", "/nonexistent")
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        args.func(args)  # rejected before the corpus or the model is loaded
+
+
+def test_cli_n_first_conditions():
+    from interp.freeze_cli import _conditions
+
+    names = _conditions(_cli_args("--n-first", "1", "--recipe", "update"))
+    assert names == {"full": None, "frozen_0-0": FreezeSpec(blocks=(0,), embeddings=True, final_norm=True,
+                                                           lm_head=True)}  # fmt: skip
+    assert list(_conditions(_cli_args("--n-first", "0,3"))) == ["full", "frozen_0-0", "frozen_0-3"]
+    assert _conditions(_cli_args("--n-first", "none")) == {"full": None}
