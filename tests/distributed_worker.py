@@ -7,8 +7,9 @@ CASE is a ``.pt`` file with ``X [L, N, D]``, ``Q [L, M, D]``, ``labels``, ``ids`
 
 * ``check``: save this rank's sharded kNN and ILO results, and the errors that
   bad input raises on every rank, to ``OUT/rank{r}.pt``.
-* ``kill``: rank 1 dies after joining; rank 0 runs the kNN and writes the error
-  it gets (and how long it took) to ``OUT/rank0.txt``.
+* ``kill``: rank 1 dies after joining; rank 0 runs the kNN, then the sharded
+  ILO on a second (fresh) group, and writes the errors it gets (and how long
+  each took) to ``OUT/rank0.txt``, one ``seconds\tmessage`` line each.
 * ``stall``: rank 1 joins and then sleeps instead of taking part; same report.
 """
 
@@ -61,20 +62,31 @@ if mode == "check":
     results["error_nan"] = errors_of(lambda: knn_sharded(nan, k))
     results["error_k"] = errors_of(lambda: knn_sharded(X, sum(case["sizes"])))
     results["error_dim"] = errors_of(lambda: knn_sharded(X[..., : 4 + rank], k))
+    # the last rank passes a different k / t: every rank raises, naming the argument
+    odd = rank == world - 1
+    results["error_k_mismatch"] = errors_of(lambda: knn_sharded(X, k + odd))
+    results["error_ilo_t_mismatch"] = errors_of(
+        lambda: interp.ilo.score(X, labels, k=k, t=2 + odd, ids=ids, group=dist.group.WORLD, timeout=60)
+    )
     torch.save(results, os.path.join(out, f"rank{rank}.pt"))
     dist.destroy_process_group()
 else:
     dist.barrier()  # everyone has joined
+    second = dist.new_group(backend="gloo")  # a fresh group for the ILO, untouched by the failed kNN
     if rank == 1:
         if mode == "kill":
             os._exit(3)
         time.sleep(120)  # stalled: alive but never answers (the test kills it)
-    tic = time.time()
-    try:
-        knn_sharded(X, case["k"], timeout=4)
-        message = "no error"
-    except DistributedKNNError as err:
-        message = f"DistributedKNNError: {err}"
+    lines = []
+    for job in (lambda: knn_sharded(X, case["k"], timeout=4),
+                lambda: interp.ilo.score(X, labels, k=case["k"], t=2, group=second, timeout=4)):  # fmt: skip
+        tic = time.time()
+        try:
+            job()
+            message = "no error"
+        except DistributedKNNError as err:
+            message = f"DistributedKNNError: {err}"
+        lines.append(f"{time.time() - tic:.2f}\t{message.splitlines()[0]}\n")
     with open(os.path.join(out, f"rank{rank}.txt"), "w") as f:
-        f.write(f"{time.time() - tic:.2f}\n{message}\n")
+        f.writelines(lines)
     os._exit(1)  # a failed job; skip the process group's orderly shutdown, which would wait for the dead peer

@@ -207,17 +207,26 @@ def test_sharded_equals_single_process(tmp_path, sizes, qsizes):
         assert "NaN" in got["error_nan"] if r == len(sizes) - 1 else f"rank(s) [{len(sizes) - 1}]" in got["error_nan"]
         assert "k must be an int in [1, 55]" in got["error_k"]
         assert "disagree on batch size / dimension" in got["error_dim"]
+        last = len(sizes) - 1
+        assert got["error_k_mismatch"].startswith(f"ValueError: rank {r}: the ranks called knn_sharded with "
+                                                  f"different k (rank 0: {K}, ")  # fmt: skip
+        assert got["error_k_mismatch"].endswith(f"rank {last}: {K + 1}); every rank must pass the same k")
+        assert got["error_ilo_t_mismatch"].startswith(f"ValueError: rank {r}: the ranks called interp.ilo.score "
+                                                      "with different t (rank 0: 2, ")  # fmt: skip
+        assert f"rank {last}: 3)" in got["error_ilo_t_mismatch"]
 
 
 @pytest.mark.parametrize("mode", ["kill", "stall"])
 def test_dead_or_stalled_rank_fails_with_clear_error(tmp_path, mode):
     make_case(tmp_path / "case.pt", [28, 28], [1, 1])
     codes, wall = launch(mode, tmp_path / "case.pt", tmp_path, 2, timeout=90)
-    elapsed, message = (tmp_path / "rank0.txt").read_text().split("\n", 1)
-    assert codes[0] == 1
-    assert message.startswith("DistributedKNNError: rank 0: distributed step failed while")
-    assert "check the other ranks' logs" in message
-    assert float(elapsed) < 30  # the kNN timeout is 4 s; a dead peer is usually noticed at once
+    lines = (tmp_path / "rank0.txt").read_text().splitlines()
+    assert codes[0] == 1 and len(lines) == 2
+    for line, where in zip(lines, ("", "exchanging labels, ids and arguments (sharded ILO)"), strict=True):
+        elapsed, message = line.split("\t")  # first the kNN, then the sharded ILO on a fresh group
+        assert message.startswith("DistributedKNNError: rank 0: distributed step failed while " + where)
+        assert "check the other ranks' logs" in message
+        assert float(elapsed) < 30  # the timeout is 4 s (the group's is 60 s); a dead peer is noticed at once
     assert wall < 90
 
 

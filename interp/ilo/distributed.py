@@ -6,8 +6,11 @@ set is the concatenation of the shards in rank order. The flow is the
 single-process one (:mod:`interp.ilo.api`) with every per-point step kept on
 the rank that owns the point and only *per-language sums* crossing ranks:
 
-* labels and ids (N small Python values) are all-gathered once, so every
-  rank has the global language codes in the single-process order;
+* labels and ids (N small Python values) and the scalar arguments are
+  exchanged once (:func:`~interp.neighbors.distributed.all_gather_object`,
+  bounded by ``timeout``), so every rank has the global language codes in the
+  single-process order, and ranks called with different ``k``, ``t``, ... all
+  raise the same ``ValueError`` instead of silently disagreeing;
 * neighbours come from :func:`interp.neighbors.distributed.knn_sharded`
   (bit-identical rows; each rank keeps only its own ``[L, n_r, k]`` lists);
 * bridge and reach need, per (layer, language), the number of bridging
@@ -39,9 +42,10 @@ from interp.ilo.api import ILOResult, _check, _codes, _inputs, _tables
 from interp.ilo.measures import harmonic, slot_counts
 from interp.neighbors.distributed import (
     DEFAULT_TIMEOUT,
-    DistributedKNNError,
     _comm_device,
     _wait,
+    all_gather_object,
+    check_same_arguments,
     gather_rows,
     knn_sharded,
 )
@@ -160,21 +164,19 @@ def score_sharded(
         problem = ""
     except (TypeError, ValueError) as err:
         x, layers, problem = None, None, str(err)
-    # one object gather: every rank's validity, layers, labels and ids (N small values)
-    shared = [None] * dist.get_world_size(group)
-    mine = (problem, layers, None if problem else langs, None if problem else ids)
-    try:
-        dist.all_gather_object(shared, mine, group=group)
-    except Exception as err:
-        raise DistributedKNNError(
-            f"rank {rank}: sharded ILO failed while exchanging labels -- a peer process died or did not answer "
-            f"within the process group's timeout ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
-        ) from err
+    # one object exchange, bounded by `timeout`: every rank's validity, layers, labels, ids (N small values)
+    # and scalar arguments
+    settings = {"k": k, "t": t, "metric": metric, "compat": bool(compat), "min_count": min_count, "null": null,
+                "bootstrap": bootstrap, "retrieval": bool(retrieval), "seed": seed,
+                "dtype": None if problem else str(x.dtype)}  # fmt: skip
+    mine = (problem, layers, None if problem else langs, None if problem else ids, settings)
+    shared = all_gather_object(mine, "exchanging labels, ids and arguments (sharded ILO)", group, timeout)
     if problem:
         raise ValueError(f"rank {rank}: {problem}")
     bad = [r for r, (p, *_) in enumerate(shared) if p]
     if bad:
         raise ValueError(f"rank {rank}: the input of rank(s) {bad} is invalid (see their error); nothing was computed")
+    check_same_arguments([s[4] for s in shared], rank, "interp.ilo.score")
     if any(s[1] != layers for s in shared):
         raise ValueError(f"rank {rank}: the ranks pass different layers: {[s[1] for s in shared]}")
     if any((s[3] is None) != (ids is None) for s in shared):
