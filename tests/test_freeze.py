@@ -352,6 +352,20 @@ def test_finetune_deterministic(tok):
     assert not all(torch.equal(p, q) for p, q in zip(a.parameters(), c.parameters(), strict=True))
 
 
+def test_finetune_nonfinite_loss_leaves_inplace_model_intact(tok):
+    """An infinite embedding row makes step 1's loss NaN: the error comes before any update, so the
+    model trained in place keeps every weight bit-identical, with flags and train/eval modes restored."""
+    model = tiny_llama(n_layers=2, d_model=32, seed=1).eval()
+    with torch.no_grad():
+        model.model.embed_tokens.weight[tok("T")["input_ids"][-1]] = float("inf")  # "T" starts TRAIN[0]
+    before, flags = _state(model), _flags(model)
+    with pytest.raises(FloatingPointError, match="step 1, so no update was applied"):
+        finetune(model, tok, TRAIN[:1], steps=2, batch_size=1, lr=1e-2, inplace=True, progress=False)
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    assert all(p.grad is None for p in model.parameters())
+    assert _flags(model) == flags and not model.training
+
+
 def test_finetune_inplace(tok):
     model = tiny_llama(n_layers=2, d_model=32, seed=1)
     before = _state(model)

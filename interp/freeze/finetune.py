@@ -148,6 +148,9 @@ def finetune(
         ValueError: empty texts, texts too short to have a next-token target,
             bad hyper-parameters, a spec that freezes everything or names a
             block out of range (IndexError).
+        FloatingPointError: a step's loss is NaN or infinite; it is checked
+            before that step's update, so an ``inplace`` model keeps the weights
+            of the last finite step (flags and train/eval modes restored too).
     """
     texts = _check_texts(texts, "texts (the training texts)")
     steps = _positive_int("steps", steps)
@@ -205,12 +208,15 @@ def finetune(
                             total, _ = summed_nll(target, ids, mask)
                         (total / n_step).backward()
                         step_loss += float(total.detach())
+                    if not math.isfinite(step_loss):  # before the step: the weights keep their last finite state
+                        raise FloatingPointError(
+                            f"the training loss became {step_loss} at step {step}, so no update was applied "
+                            "(the model holds the weights of the previous step); lower lr"
+                        )
                     if max_grad_norm is not None:
                         torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
                     opt.step()
                     rows.append({"step": step, "loss": step_loss / n_step, "lr": rate, "n_tokens": n_step})
-                    if not math.isfinite(step_loss):
-                        raise FloatingPointError(f"the training loss became {step_loss} at step {step}; lower lr")
             finally:
                 opt.zero_grad(set_to_none=True)
                 for module, mode in zip(target.modules(), modes, strict=True):
