@@ -76,7 +76,7 @@ def run_ilo_job(
         from interp.launch import init_distributed, rank_device
         from interp.neighbors.distributed import shard_range
 
-        rank, world = init_distributed(timeout_s=timeout_s)
+        rank, world = init_distributed(timeout_s=timeout_s, device=device)  # cpu -> gloo, cuda -> NCCL
         group, device, progress = dist.group.WORLD, str(rank_device(device)), progress and rank == 0
     corpus = load_parallel(data, langs=langs, split=split)
     texts, labels, ids = corpus.flat()

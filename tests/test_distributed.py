@@ -251,3 +251,47 @@ def test_extract_through_accelerate_device_map(tok):
     assert acts.tensor.device.type == "cpu"
     assert torch.equal(acts.tensor, plain)
     assert hooks_after == hooks_before
+
+
+def test_backend_follows_the_requested_device(monkeypatch):
+    from interp.launch import init_distributed, resolve_backend
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU node, as far as the code can tell
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_backend("auto", "cpu") == "gloo"  # --device cpu on a GPU node stays on gloo
+    assert resolve_backend("auto", "cuda") == "nccl" and resolve_backend("auto", "cuda:0") == "nccl"
+    assert resolve_backend("auto", "auto") == "nccl" and resolve_backend("gloo", "auto") == "gloo"
+    with pytest.raises(ValueError, match="backend 'nccl' does not fit device 'cpu'"):
+        resolve_backend("nccl", "cpu")
+    with pytest.raises(ValueError, match="unknown backend 'mpi'"):
+        resolve_backend("mpi", "cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_backend("auto", "auto") == "gloo"
+    # NCCL with more local ranks than GPUs: a clear error before any process group is created
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for name, value in {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1",
+                        "MASTER_PORT": "1"}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    with pytest.raises(RuntimeError, match=r"LOCAL_RANK=1, but this node has 1 visible GPU\(s\)"):
+        init_distributed(device="cuda")
+    assert not torch.distributed.is_initialized()
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_ilo_job_passes_its_device_to_the_process_group(monkeypatch, tmp_path):
+    import interp.launch
+    from interp.ilo_job import run_ilo_job
+
+    seen = {}
+
+    def fake_init(**kwargs):
+        seen.update(kwargs)
+        raise _Stop
+
+    monkeypatch.setattr(interp.launch, "init_distributed", fake_init)
+    with pytest.raises(_Stop):
+        run_ilo_job(distributed=True, device="cpu", out=tmp_path, timeout_s=7.0, progress=False)
+    assert seen == {"timeout_s": 7.0, "device": "cpu"}
