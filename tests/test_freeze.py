@@ -177,6 +177,35 @@ def test_context_manager_restores_after_exception(llama12):
         model.model.layers[10].mlp.requires_grad_(True)
 
 
+def test_overlapping_handles_restore_lifo_or_raise():
+    """Two handles on one model: restoring the older first would leave block 0 frozen at the end (the newer
+    handle saved it frozen); it must raise and change nothing. Reverse order restores every flag."""
+    model = tiny_llama(n_layers=3, d_model=16, seed=2)
+    original = _flags(model)
+    older = freeze(model, blocks=[0])
+    newer = freeze(model, blocks=[0, 1])
+    both = _flags(model)
+    assert {n for n, f in both.items() if not f} == {n for n in both if n.startswith(("model.layers.0.",
+                                                                                        "model.layers.1."))}
+    with pytest.raises(RuntimeError, match="restore the newer one first"):
+        older.restore()
+    assert _flags(model) == both and older.active
+    newer.restore()
+    assert {n for n, f in _flags(model).items() if not f} == {n for n in both if n.startswith("model.layers.0.")}
+    older.restore()
+    assert _flags(model) == original
+    # nested with-blocks are LIFO by construction, also when the body raises
+    with pytest.raises(KeyError), freeze(model, blocks=[2]), freeze(model, blocks=[0]):
+        raise KeyError("boom")
+    assert _flags(model) == original
+    # a handle of another model does not interfere
+    other = tiny_llama(n_layers=3, d_model=16, seed=2)
+    first, second = freeze(model, blocks=[1]), freeze(other, blocks=[1])
+    first.restore()
+    second.restore()
+    assert _flags(model) == original == _flags(other)
+
+
 def test_spec_helpers_hand_computed():
     assert block_to_hidden_state(0) == 1 and block_to_hidden_state(8) == 9
     official = FreezeSpec.official(8)

@@ -18,7 +18,9 @@ training. Negative block indices count from the end (``-1`` = last block).
 The handle remembers the ``requires_grad`` flag of *every* parameter of the
 model, not only the frozen ones, and :meth:`Freezing.restore` writes them all
 back -- so it doubles as a context manager that restores the exact flags on
-exit, also when the body raises::
+exit, also when the body raises. Several handles on one model must be restored
+last in, first out (as nested ``with`` blocks do); an out-of-order
+``restore()`` raises instead of mixing up the flags::
 
     with freeze(model, blocks=range(9), embeddings=True, final_norm=True, lm_head=True) as frozen:
         frozen.trainable          # names of the parameters still trainable
@@ -38,6 +40,7 @@ helper ``src/freeze.py::freeze_update`` is :func:`official_freeze_update`.
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -273,8 +276,28 @@ def frozen_path_layers(model: nn.Module, spec: FreezeSpec | Mapping | None) -> i
     return count
 
 
+#: model -> weak references to its active :class:`Freezing` handles, oldest first (a stack).
+_ACTIVE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _live_handles(model: nn.Module) -> list:
+    """The model's active handles, oldest first (handles that were garbage-collected are dropped)."""
+    refs = [ref for ref in _ACTIVE.get(model, []) if ref() is not None and ref().active]
+    if refs:
+        _ACTIVE[model] = refs
+    else:
+        _ACTIVE.pop(model, None)
+    return [ref() for ref in refs]
+
+
 class Freezing:
     """A freezing applied to a model (returned by :func:`freeze`).
+
+    Several handles may be active on one model, but they must be restored in reverse order (last in,
+    first out, as nested ``with`` blocks do): each remembers the flags as they were when *it* was
+    applied, so restoring an older one first would unfreeze what a newer one froze, and the newer one
+    would later re-freeze what the older one had frozen. :meth:`restore` raises ``RuntimeError``
+    instead of doing that.
 
     Attributes:
         model: the model.
@@ -311,6 +334,7 @@ class Freezing:
         self._saved = [(p, p.requires_grad) for _, p in named]
         self.frozen = [name for name, p in named if id(p) in chosen_ids and p.requires_grad]
         self.active = True
+        _ACTIVE[model] = [weakref.ref(h) for h in _live_handles(model)] + [weakref.ref(self)]
         try:
             for p in chosen:
                 p.requires_grad_(False)
@@ -330,11 +354,27 @@ class Freezing:
         return sum(p.numel() for p in self.model.parameters() if not p.requires_grad)
 
     def restore(self) -> None:
-        """Write back every parameter's original ``requires_grad`` (idempotent)."""
+        """Write back every parameter's original ``requires_grad`` (idempotent).
+
+        Raises:
+            RuntimeError: a freezing applied to the same model *after* this one is still active;
+                restore that one first (nothing is changed).
+        """
+        if not self.active:
+            return
+        newer = _live_handles(self.model)
+        newer = newer[newer.index(self) + 1 :] if self in newer else []
+        if newer:
+            raise RuntimeError(
+                f"cannot restore {self!r} while a later freezing of the same model is active ({newer[-1]!r}): "
+                "restore handles in reverse order (last in, first out, as nested with-blocks do), "
+                "i.e. restore the newer one first"
+            )
         for p, flag in self._saved:
             if p.requires_grad != flag:
                 p.requires_grad_(flag)
         self.active = False
+        _live_handles(self.model)  # drop this handle from the stack
 
     def __enter__(self) -> Freezing:
         return self
