@@ -529,12 +529,13 @@ def test_experiment_gpt2_frozen_path_is_observed_identity(tok):
     does not keep any state fixed. ``frozen_path`` must agree with which hidden states actually stay
     bit-identical after fine-tuning (observed on a separate, identically seeded fine-tune)."""
     model = _byte_gpt2()
-    corpus = load_parallel("cldr", langs=["eng_Latn", "fra_Latn"]).head(8)
+    corpus = load_parallel("cldr", langs=["eng_Latn", "fra_Latn"]).head(6)
     train, held = train_heldout_split(corpus, "fra_Latn", 0.5)
     specs = {"emb": FreezeSpec(blocks=range(2), embeddings=True, final_norm=True, lm_head=True),
              "emb+wpe": FreezeSpec(blocks=range(2), embeddings=True, final_norm=True, lm_head=True,
                                    modules=("transformer.wpe",))}  # fmt: skip
-    result = run_experiment(model, tok, train, held, specs, steps=2, batch_size=2, lr=1e-2, progress=False)
+    result = run_experiment(model, tok, train, held, specs, steps=2, batch_size=2, lr=1e-2, k=3, t=2,
+                            progress=False)
     texts = held.flat()[0]
     base_states = _hidden_states(model, tok, texts)
     table = result.ilo_by_layer.set_index(["condition", "layer"])["frozen_path"]
