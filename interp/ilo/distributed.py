@@ -22,8 +22,11 @@ the rank that owns the point and only *per-language sums* crossing ranks:
   exact in any order); retrieval runs one sharded 1-NN search per target
   language and reduces hit counts;
 * the translation share averages per-point *fractions*, whose float sum
-  depends on order, so its per-point same-item counts (``[L, N]`` int32, 1/2k
-  of the neighbour lists' size) are all-gathered and summed in point order.
+  depends on order, so its per-point same-item counts (``[L, N]``, uint8 for
+  k < 256: 1/8k of the neighbour lists' size) are all-gathered and summed in
+  point order. (An integer ``all_reduce`` of per-language counts divided once
+  by ``k n_a`` would avoid the gather, but rounds differently from the
+  single-process mean of per-point fractions, so it is not used.)
 
 All reduced quantities are integers (exact in any summation order) and the
 final divisions are those of the single-process code, so every rank returns
@@ -221,7 +224,8 @@ def score_sharded(
     if items is not None:
         items_local = items[lo : lo + len(langs)]
         same = (items[indices] == items_local[None, :, None]) & (codes[indices] != codes_local[None, :, None])
-        same_count = gather_rows(same.sum(-1).to(torch.int32), sizes, 1, group, timeout)  # [L, N]
+        small = torch.uint8 if indices.shape[-1] <= 255 else torch.int32  # counts are <= k: 1 byte each for k < 256
+        same_count = gather_rows(same.sum(-1).to(small), sizes, 1, group, timeout)  # [L, N]
         per_point = same_count.double() / indices.shape[-1]  # == mean of the 0/1 slots, as single-process
         columns["translation_share"] = (
             torch.zeros(len(layers), n_langs, dtype=torch.float64).index_add_(1, codes, per_point) / per_lang.double()
