@@ -349,3 +349,16 @@ def test_trace_under_alpha_is_post_intervention(vlm, reference_vlm, proc):
         assert (tr.patches[0, layer].double() - ref).abs().max() < 1e-5
     with pytest.raises(ValueError, match="query='last'"):
         trace_image_attention(vlm, proc, image, PROMPT, query=3, alpha=2.0, progress=False)
+
+
+def test_batched_trace_equals_one_at_a_time(vlm, proc):
+    images = [scene((500, 300)), scene((240, 400), (20, 30, 200, 90), seed=1), scene((336, 336), seed=2)]
+    prompts = [PROMPT, "<image>\nUSER: What is this?\nASSISTANT:", "<image> left or right?"]  # lengths differ
+    for query in ("last", 5, -2):
+        one = trace_image_attention(vlm, proc, images, prompts, query=query, progress=False)
+        two = trace_image_attention(vlm, proc, images, prompts, query=query, batch_size=2, progress=False)
+        assert one.query_positions == two.query_positions
+        assert (one.patches - two.patches).abs().max() < 1e-6
+        assert (one.image_share - two.image_share).abs().max() < 1e-6
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        trace_image_attention(vlm, proc, images, prompts, batch_size=0, progress=False)

@@ -27,7 +27,7 @@ from interp.vlm.attention import RowProbe, attention_modules, probing
 from interp.vlm.checks import check_alpha
 from interp.vlm.geometry import Box, ImageGeometry, box_mask, image_token_id, image_token_spans
 
-__all__ = ["ImageAttention", "trace_image_attention", "resolve_blocks", "prepare_inputs"]
+__all__ = ["ImageAttention", "trace_image_attention", "resolve_blocks", "prepare_batch", "prepare_inputs"]
 
 
 @dataclass
@@ -123,15 +123,7 @@ def _open_image(image):
     return image
 
 
-def prepare_inputs(model: nn.Module, processor, image, prompt: str) -> tuple[dict, ImageGeometry, tuple[int, int]]:
-    """Process one (image, prompt) pair and check its image tokens.
-
-    Returns the model inputs (on the model's device, pixel values in its dtype),
-    the image geometry and the ``(start, end)`` span of the image tokens.
-    """
-    token_id = image_token_id(model)
-    image = _open_image(image)
-    marker = getattr(processor, "image_token", "<image>")
+def _check_prompt(prompt, marker: str) -> None:
     if not isinstance(prompt, str):
         raise TypeError(f"prompts must be strings, got {type(prompt).__name__}")
     n_markers = prompt.count(marker)
@@ -141,21 +133,59 @@ def prepare_inputs(model: nn.Module, processor, image, prompt: str) -> tuple[dic
         )
     if n_markers != 1:
         raise ValueError(f"prompt has {n_markers} {marker} tokens but one image was given; use one {marker} per image")
-    inputs = processor(images=image, text=prompt, return_tensors="pt")
-    spans = image_token_spans(inputs["input_ids"], token_id)[0]
-    geometry = ImageGeometry.from_processor(processor, image.size)
-    if len(spans) != 1:
-        raise ValueError(f"expected one run of image tokens after processing, found {len(spans)}")
-    start, end = spans[0]
-    if end - start != geometry.n_patches:
-        raise ValueError(
-            f"the image span has {end - start} tokens but the patch grid {geometry.grid} has {geometry.n_patches}; "
-            "processor and model disagree on image size / patch size / feature-select strategy"
-        )
+
+
+def prepare_batch(
+    model: nn.Module, processor, images: Sequence, prompts: Sequence[str]
+) -> tuple[dict, list[ImageGeometry], list[tuple[int, int]]]:
+    """Process (image, prompt) pairs as one left-padded batch and check their image tokens.
+
+    Returns the model inputs ``[B, S]`` (on the model's device, pixel values in
+    its dtype), each image's geometry, and each row's ``(start, end)`` image span.
+    """
+    token_id = image_token_id(model)
+    marker = getattr(processor, "image_token", "<image>")
+    for prompt in prompts:
+        _check_prompt(prompt, marker)
+    images = [_open_image(image) for image in images]
+    kwargs = {"padding": True, "padding_side": "left"} if len(prompts) > 1 else {}
+    inputs = processor(images=images, text=list(prompts), return_tensors="pt", **kwargs)
+    geometries = [ImageGeometry.from_processor(processor, image.size) for image in images]
+    spans = []
+    for row, geometry in zip(image_token_spans(inputs["input_ids"], token_id), geometries, strict=True):
+        if len(row) != 1:
+            raise ValueError(f"expected one run of image tokens after processing, found {len(row)}")
+        start, end = row[0]
+        if end - start != geometry.n_patches:
+            raise ValueError(
+                f"the image span has {end - start} tokens but the patch grid {geometry.grid} has "
+                f"{geometry.n_patches}; processor and model disagree on image size / patch size / feature-select "
+                "strategy"
+            )
+        spans.append((start, end))
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     inputs = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in inputs.items()}
-    return inputs, geometry, (start, end)
+    return inputs, geometries, spans
+
+
+def prepare_inputs(model: nn.Module, processor, image, prompt: str) -> tuple[dict, ImageGeometry, tuple[int, int]]:
+    """:func:`prepare_batch` for one pair: ``(inputs, geometry, (start, end))``."""
+    inputs, geometries, spans = prepare_batch(model, processor, [image], [prompt])
+    return inputs, geometries[0], spans[0]
+
+
+def _query_positions(query: str | int, attention_mask: torch.Tensor) -> list[int]:
+    """Padded-batch column of each row's query token (``query`` counts in the unpadded prompt)."""
+    width = attention_mask.shape[1]
+    lengths = attention_mask.sum(1).tolist()
+    positions = []
+    for n in lengths:
+        q = n - 1 if query == "last" else query
+        if not -n <= q < n:
+            raise ValueError(f"query index {query} is outside the prompt's {n} tokens")
+        positions.append(width - n + q % n)  # left padding: the prompt occupies the last n columns
+    return positions
 
 
 def trace_image_attention(
@@ -167,6 +197,7 @@ def trace_image_attention(
     query: str | int = "last",
     *,
     alpha: float = 1.0,
+    batch_size: int = 1,
     progress: bool = True,
 ) -> ImageAttention:
     """Trace the attention of a prompt position to the image patches, per layer and head.
@@ -178,11 +209,13 @@ def trace_image_attention(
         prompts: prompts, each with exactly one ``<image>``.
         layers: ``"all"`` or decoder-block indices.
         query: ``"last"`` (the last prompt token) or a token index into the
-            processed prompt (negative counts from the end).
+            processed prompt (negative counts from the end); padding is not counted.
         alpha: trace under ScalingVis: the query row's image-key logits are
             scaled by α in every traced layer and head (``query="last"`` only;
             see :func:`~interp.vlm.scale_image_attention`). The maps are then
             post-intervention. Layers that are not traced are not scaled.
+        batch_size: pairs per forward pass (left-padded; results equal batch 1
+            to float rounding, RoPE being relative).
         progress: show a progress bar.
 
     Returns:
@@ -203,23 +236,27 @@ def trace_image_attention(
         raise ValueError("alpha scales the last prompt row (the official AdaptVis row); use query='last' with alpha")
     alpha = check_alpha(alpha)
     blocks = resolve_blocks(model, layers)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    token_id = image_token_id(model)
     patches, shares, geometries, positions = [], [], [], []
-    for image, prompt in tqdm(list(zip(images, prompts, strict=True)), desc="trace", disable=not progress):
-        inputs, geometry, (start, end) = prepare_inputs(model, processor, image, prompt)
-        n_tokens = inputs["input_ids"].shape[1]
-        position = n_tokens - 1 if query == "last" else query % n_tokens if -n_tokens <= query < n_tokens else None
-        if position is None:
-            raise ValueError(f"query index {query} is outside the prompt's {n_tokens} tokens")
-        is_image = inputs["input_ids"] == image_token_id(model)
-        probe = RowProbe(key_is_image=is_image, rows=[position], alpha=alpha, record=True)
+    batches = [range(i, min(i + batch_size, len(prompts))) for i in range(0, len(prompts), batch_size)]
+    for batch in tqdm(batches, desc="trace", disable=not progress):
+        inputs, geos, spans = prepare_batch(model, processor, [images[i] for i in batch], [prompts[i] for i in batch])
+        mask = inputs.get("attention_mask", torch.ones_like(inputs["input_ids"]))
+        columns = _query_positions(query, mask)
+        rows = sorted(set(columns))
+        probe = RowProbe(key_is_image=inputs["input_ids"] == token_id, rows=rows, alpha=alpha, record=True)
         with probing(model, probe, blocks), torch.no_grad():
             model(**inputs, use_cache=False)
-        rows = torch.stack([probe.records[b][0, :, 0] for b in blocks])  # [n_layers, H, kv]
-        gh, gw = geometry.grid
-        patches.append(rows[:, :, start:end].reshape(len(blocks), -1, gh, gw).cpu())
-        shares.append(rows[:, :, start:end].sum(-1).cpu())
-        geometries.append(geometry)
-        positions.append(position)
+        pads = (mask.shape[1] - mask.sum(1)).tolist()
+        for j, (geometry, (start, end), column) in enumerate(zip(geos, spans, columns, strict=True)):
+            row = torch.stack([probe.records[b][j, :, rows.index(column)] for b in blocks])  # [n_layers, H, kv]
+            gh, gw = geometry.grid
+            patches.append(row[:, :, start:end].reshape(len(blocks), -1, gh, gw).cpu())
+            shares.append(row[:, :, start:end].sum(-1).cpu())
+            geometries.append(geometry)
+            positions.append(column - int(pads[j]))
     if len({p.shape for p in patches}) != 1:
         raise ValueError("samples have different patch grids; trace them separately")
     return ImageAttention(torch.stack(patches), torch.stack(shares), blocks, geometries, positions, prompts)
