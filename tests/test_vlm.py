@@ -362,3 +362,52 @@ def test_batched_trace_equals_one_at_a_time(vlm, proc):
         assert (one.image_share - two.image_share).abs().max() < 1e-6
     with pytest.raises(ValueError, match="batch_size must be a positive int"):
         trace_image_attention(vlm, proc, images, prompts, batch_size=0, progress=False)
+
+
+def test_box_mask_pad_to_square_processor_by_hand_and_pixels():
+    from transformers import LlavaImageProcessorPil
+
+    ip = LlavaImageProcessorPil(do_pad=True, size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336})
+    # 500×300 -> padded 500×500 (image at y = 100) -> resized 336×336 (scale 0.672), no crop offset
+    geo = ImageGeometry.from_processor(ip, (500, 300), patch=14)
+    assert geo.mode == "pad" and geo.scale == (0.672, 0.672) and geo.offset == (0.0, -67.2)
+    # y: (0 + 100) * 0.672 = 67.2 .. (300 + 100) * 0.672 = 268.8 -> rows 4 (0.2 covered) .. 19 (0.2 covered)
+    m = box_mask((0, 0, 500, 300), (500, 300), geo)
+    rows = torch.zeros(24)
+    rows[4], rows[5:19], rows[19] = (70 - 67.2) / 14, 1.0, (268.8 - 266) / 14
+    assert torch.allclose(m, rows[:, None].expand(24, 24), atol=1e-6)
+    # the processor's own pixels: a white box is bright exactly where the mask is 1
+    size, box = (640, 400), (300, 100, 500, 300)
+    image = Image.new("RGB", size)
+    ImageDraw.Draw(image).rectangle((box[0], box[1], box[2] - 1, box[3] - 1), fill=(255, 255, 255))
+    brightness = ip(image, return_tensors="pt")["pixel_values"][0, 0].reshape(24, 14, 24, 14).mean(dim=(1, 3))
+    m = box_mask(box, size, ImageGeometry.from_processor(ip, size, patch=14))
+    assert brightness[m == 1].min() > 1.5 and brightness[m == 0].max() < 0.5
+
+
+class _Attention(torch.nn.Module):
+    """A bare attention module as transformers passes it to attention functions."""
+
+    def __init__(self, implementation: str, groups: int):
+        super().__init__()
+        self.config = type("Config", (), {"_attn_implementation": implementation})()
+        self.layer_idx, self.num_key_value_groups = 0, groups
+
+
+def test_probe_rows_with_logit_softcap_equal_gemma2_eager():
+    from transformers.models.gemma2.modeling_gemma2 import eager_attention_forward as gemma2_eager
+
+    from interp.vlm.attention import PREFIX, RowProbe, _register, rows_attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(1, 4, 7, 8, generator=g) * 4, torch.randn(1, 2, 7, 8, generator=g) * 4
+    v = torch.randn(1, 2, 7, 8, generator=g)
+    causal = torch.full((7, 7), float("-inf")).triu(1)[None, None]
+    module = _Attention(PREFIX + "eager", groups=2)
+    _register("eager")
+    probe = RowProbe(key_is_image=torch.zeros(1, 7, dtype=torch.bool), rows=[3, 6], record=True)
+    setattr(module, PROBE_ATTR, probe)
+    out, _ = rows_attention(module, q, k, v, causal, scaling=8**-0.5, softcap=2.0)
+    ref_out, ref_probs = gemma2_eager(module, q, k, v, causal, scaling=8**-0.5, softcap=2.0)
+    assert (out - ref_out).abs().max() < 1e-6
+    assert (probe.records[0] - ref_probs[:, :, [3, 6]]).abs().max() < 1e-6

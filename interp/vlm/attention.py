@@ -20,7 +20,8 @@ Design:
 * In a probed layer, :func:`rows_attention` recomputes the selected query rows
   eagerly -- ``logits = q_rows · kᵀ · scaling`` (GQA keys repeated), then the
   probe's α on image-key columns of the selected heads (**before** the mask is
-  added, as in the official AdaptVis code), then the mask, then an fp32 softmax.
+  added, as in the official AdaptVis code), then the model's logit soft-cap if it
+  has one (Gemma 2), then the mask, then an fp32 softmax.
   The probabilities go to the probe (tracing); if α ≠ 1 the rows' outputs for the
   selected heads are replaced by ``probs · V`` (ScalingVis). Extra cost: one
   ``[heads, rows, seq]`` product per probed layer.
@@ -41,6 +42,8 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
 
 from interp.models import get_adapter
 
@@ -121,8 +124,6 @@ def rows_attention(
     Shapes (transformers' attention-interface contract): ``query [B, H, q, d]``,
     ``key/value [B, H_kv, kv, d]``; returns ``[B, q, H, d]``.
     """
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
     base_name = module.config._attn_implementation.removeprefix(PREFIX)
     if base_name == "eager":  # each model file defines its own eager function; use that one
         base = getattr(sys.modules[type(module).__module__], "eager_attention_forward", _eager_attention)
@@ -136,8 +137,6 @@ def rows_attention(
     selected = probe.rows_for(q_len, kv_len)
     if not selected:
         return out, None
-    if kwargs.get("softcap") is not None:
-        raise NotImplementedError("attention logit soft-capping is not supported by interp.vlm probes")
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
     groups = query.shape[1] // key.shape[1]
     rows = torch.tensor(selected, device=query.device)
@@ -150,6 +149,7 @@ def rows_attention(
         cols = probe.image_columns(kv_len, query.device)  # [B, kv]
         scaled = heads[None, :, None, None] & cols[:, None, None, :]
         logits = torch.where(scaled, logits * probe.alpha, logits)
+    logits = _softcapped(logits, kwargs.get("softcap"))
     mask = _row_mask(attention_mask, rows, q_len, kv_len)
     logits = logits.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else logits + mask
     probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
@@ -164,11 +164,16 @@ def rows_attention(
     return out, None
 
 
-def _eager_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+def _softcapped(logits: torch.Tensor, softcap: float | None) -> torch.Tensor:
+    """Gemma-2-style logit soft-capping ``softcap · tanh(logits / softcap)`` (after α, before the mask)."""
+    return logits if softcap is None else torch.tanh(logits / softcap) * softcap
+
+
+def _eager_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, softcap=None, **kwargs):
     """Plain eager attention (transformers' ``eager_attention_forward`` is per-model, not registered)."""
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
     groups = query.shape[1] // key.shape[1]
-    logits = torch.matmul(query, _repeat_kv(key, groups).transpose(2, 3)) * scaling
+    logits = _softcapped(torch.matmul(query, _repeat_kv(key, groups).transpose(2, 3)) * scaling, softcap)
     if attention_mask is not None:
         logits = logits + attention_mask[..., : key.shape[2]]
     probs = torch.softmax(logits, dim=-1, dtype=torch.float32).to(query.dtype)
@@ -178,9 +183,6 @@ def _eager_attention(module, query, key, value, attention_mask, scaling=None, dr
 
 def _register(base: str) -> str:
     """Register ``"interp+<base>"`` in transformers' attention and mask registries (idempotent)."""
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
-
     name = PREFIX + base
     if base != "eager" and base not in ALL_ATTENTION_FUNCTIONS:
         raise ValueError(f"attention implementation {base!r} is not registered in transformers' AttentionInterface")

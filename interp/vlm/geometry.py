@@ -17,8 +17,8 @@ given in original-image pixels land on the right patches:
   image is smaller than the crop). This is llava-hf's ``CLIPImageProcessor``.
 * ``"resize"`` -- resize straight to ``height × width`` (no crop).
 * ``"pad"`` -- pad to a square of side ``max(w, h)`` centred at offsets
-  ``((side - w) // 2, (side - h) // 2)``, then resize to ``S × S``
-  (the original LLaVA ``expand2square``).
+  ``((side - w) // 2, (side - h) // 2)``, then resize (and crop) as above
+  (the original LLaVA ``expand2square``; ``LlavaImageProcessor(do_pad=True)``).
 
 Coordinates are continuous pixel edges: a box ``(x0, y0, x1, y1)`` covers
 ``x0 ≤ x < x1``; resizing by ``new / old`` scales them linearly.
@@ -83,25 +83,34 @@ class ImageGeometry:
         crop = _as_dict(getattr(image_processor, "crop_size", None))
         do_resize = getattr(image_processor, "do_resize", True)
         do_crop = getattr(image_processor, "do_center_crop", False)
-        if getattr(image_processor, "do_pad", False) and "shortest_edge" not in size:
-            raise NotImplementedError("processors that pad (do_pad=True) are not supported; use ImageGeometry.pad")
-
-        new_w, new_h = width, height
+        # 1. optional pad to a centred square (LlavaImageProcessor's pad_to_square, i.e. expand2square)
+        pad_x = pad_y = 0
+        w, h = width, height
+        if getattr(image_processor, "do_pad", False):
+            if not hasattr(image_processor, "pad_to_square"):
+                raise ValueError(
+                    f"{type(image_processor).__name__} pads (do_pad=True) in a way interp does not model; "
+                    "pass ImageGeometry(...) explicitly or a processor with do_pad=False"
+                )
+            w = h = max(width, height)
+            pad_x, pad_y = (w - width) // 2, (h - height) // 2
+        # 2. resize (shortest edge, long edge truncated as transformers does; or fixed height × width)
+        new_w, new_h = w, h
         if do_resize and "shortest_edge" in size:
-            new_w, new_h = _shortest_edge_size(width, height, int(size["shortest_edge"]))
+            new_w, new_h = _shortest_edge_size(w, h, int(size["shortest_edge"]))
         elif do_resize and {"height", "width"} <= size.keys():
             new_w, new_h = int(size["width"]), int(size["height"])
         elif do_resize:
-            raise NotImplementedError(
-                f"unsupported image-processor size {size}; expected shortest_edge or height+width"
-            )
+            raise ValueError(f"unsupported image-processor size {size}; expected shortest_edge or height and width")
+        sx, sy = new_w / w, new_h / h
+        # 3. optional center crop at offset (resized - crop) // 2
         ox = oy = 0.0
         out_w, out_h = new_w, new_h
         if do_crop:
             out_w, out_h = int(crop["width"]), int(crop["height"])
             ox, oy = float((new_w - out_w) // 2), float((new_h - out_h) // 2)
-        mode = "crop" if do_crop else "resize"
-        return cls((width, height), (new_w / width, new_h / height), (ox, oy), (out_w, out_h), int(patch), mode)
+        mode = "pad" if pad_x or pad_y else "crop" if do_crop else "resize"
+        return cls((width, height), (sx, sy), (ox - pad_x * sx, oy - pad_y * sy), (out_w, out_h), int(patch), mode)
 
     @classmethod
     def pad(cls, image_size: tuple[int, int], side: int = 336, patch: int = 14) -> ImageGeometry:
