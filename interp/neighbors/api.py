@@ -22,7 +22,7 @@ import torch
 
 from interp.neighbors.exact import rerank
 
-__all__ = ["knn", "KNNStats", "METRICS", "KNN_BACKENDS"]
+__all__ = ["knn", "KNNStats", "METRICS", "KNN_BACKENDS", "as_float_tensor"]
 
 METRICS = ("cosine", "euclidean")
 KNN_BACKENDS = ("auto", "torch", "triton", "faiss")
@@ -41,20 +41,26 @@ class KNNStats:
 last_stats: KNNStats | None = None
 
 
-def _as_tensor(name: str, x) -> torch.Tensor:
+def as_float_tensor(name: str, x, shapes: dict[int, str] | None = None) -> torch.Tensor:
+    """``x`` (torch or numpy) as a non-empty, finite floating tensor, or an error that says what is wrong.
+
+    ``shapes`` maps the accepted ``ndim`` to its name in messages (default ``[N, D]`` / ``[B, N, D]``).
+    """
+    shapes = shapes or {2: "[N, D]", 3: "[B, N, D]"}
+    allowed = " or ".join(shapes.values())
     if isinstance(x, np.ndarray):
         x = torch.from_numpy(x)
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(x).__name__}")
+        raise TypeError(f"{name} must be a torch.Tensor or numpy array {allowed}, got {type(x).__name__}")
     if not x.dtype.is_floating_point:
         raise TypeError(f"{name} must be floating point, got {x.dtype}; cast it with .float()")
-    if x.ndim not in (2, 3):
-        raise ValueError(f"{name} must be [N, D] or [B, N, D], got shape {tuple(x.shape)}")
-    if x.shape[-1] == 0 or x.shape[-2] == 0:
+    if x.ndim not in shapes:
+        raise ValueError(f"{name} must be {allowed}, got shape {tuple(x.shape)}")
+    if 0 in x.shape:
         raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
     if not torch.isfinite(x).all():
         bad = (~torch.isfinite(x)).nonzero()[0].tolist()
-        raise ValueError(f"{name} contains NaN or Inf (first at index {bad}); clean the inputs before kNN")
+        raise ValueError(f"{name} contains NaN or Inf (first at index {bad}); clean the inputs first")
     return x
 
 
@@ -106,14 +112,14 @@ def knn(
         sorted by (distance, index).
     """
     global last_stats
-    X = _as_tensor("X", X)
+    X = as_float_tensor("X", X)
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose 'cosine' or 'euclidean'")
     if backend not in KNN_BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(map(repr, KNN_BACKENDS))}")
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(map(repr, PRECISIONS))}")
-    Q = None if queries is None else _as_tensor("queries", queries)
+    Q = None if queries is None else as_float_tensor("queries", queries)
     if Q is not None:
         if Q.ndim != X.ndim or Q.shape[-1] != X.shape[-1] or (X.ndim == 3 and Q.shape[0] != X.shape[0]):
             raise ValueError(f"queries {tuple(Q.shape)} do not match X {tuple(X.shape)} (same D and batch B)")

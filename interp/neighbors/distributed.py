@@ -43,7 +43,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from interp.neighbors.api import METRICS, _as_tensor, knn
+from interp.neighbors.api import METRICS, as_float_tensor, knn
 
 __all__ = ["knn_sharded", "shard_range", "shard_sizes", "DistributedKNNError", "gather_rows", "all_gather_object"]
 
@@ -166,7 +166,7 @@ def _local_problem(name: str, x) -> tuple[torch.Tensor | None, str]:
             return None, f"{name} must be floating point, got {x.dtype}"
         return x, ""  # an empty shard is allowed here (more ranks than points)
     try:
-        return _as_tensor(name, x), ""
+        return as_float_tensor(name, x), ""
     except (TypeError, ValueError) as err:
         return None, str(err)
 

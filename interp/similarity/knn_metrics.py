@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from interp.neighbors import knn
+from interp.neighbors.api import as_float_tensor
 
 __all__ = ["mutual_knn", "cycle_knn", "lcs_knn", "cknna", "neighbor_lists", "kernel_at_neighbors"]
 
@@ -51,19 +52,7 @@ __all__ = ["mutual_knn", "cycle_knn", "lcs_knn", "cknna", "neighbor_lists", "ker
 
 def as_features(name: str, x) -> torch.Tensor:
     """``x`` as a finite floating ``[N, D]`` tensor, or a clear error."""
-    if isinstance(x, np.ndarray):
-        x = torch.from_numpy(x)
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor or numpy array [N, D], got {type(x).__name__}")
-    if not x.dtype.is_floating_point:
-        raise TypeError(f"{name} must be floating point, got {x.dtype}; cast it with .float()")
-    if x.ndim != 2:
-        raise ValueError(f"{name} must be [N, D] (one row per input), got shape {tuple(x.shape)}")
-    if x.shape[0] == 0 or x.shape[1] == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{name} contains NaN or Inf; clean the features first")
-    return x
+    return as_float_tensor(name, x, {2: "[N, D] (one row per input)"})
 
 
 def check_pair(A: torch.Tensor, B: torch.Tensor) -> int:

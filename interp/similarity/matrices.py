@@ -31,12 +31,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
 from interp.extraction.activations import Activations
+from interp.neighbors.api import as_float_tensor
 from interp.similarity.cka import _features_hsic, centred_gram
 from interp.similarity.knn_metrics import (
     check_cknna_metric,
@@ -149,20 +149,7 @@ class SimilarityMatrix:
 
 
 def _check_stack(name: str, x) -> torch.Tensor:
-    if isinstance(x, np.ndarray):
-        x = torch.from_numpy(x)
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be interp.Activations, a torch.Tensor or a numpy array, got {type(x).__name__}")
-    if not x.dtype.is_floating_point:
-        raise TypeError(f"{name} must be floating point, got {x.dtype}; cast it with .float()")
-    if x.ndim != 3:
-        raise ValueError(f"{name} must be [n_layers, N, D], got shape {tuple(x.shape)}")
-    if 0 in x.shape:
-        raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
-    if not torch.isfinite(x).all():
-        layer = int((~torch.isfinite(x)).flatten(1).any(1).nonzero()[0])
-        raise ValueError(f"{name} contains NaN or Inf (first in layer position {layer}); clean it first")
-    return x
+    return as_float_tensor(name, x, {3: "[n_layers, N, D]"})
 
 
 def _check_options(metric: str, k, n: int, epsilon: float, knn_metric: str = "cosine") -> int | None:
