@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from interp.vlm.checks import check_alpha
+from interp.vlm.geometry import image_token_id
 from interp.vlm.intervene import scale_image_attention
 from interp.vlm.trace import prepare_inputs
 
@@ -91,7 +92,7 @@ def _decode(model, processor, first_logits, cache, attention_mask, max_new_token
 
 
 def _check_prompt_end(inputs: dict, model: nn.Module) -> None:
-    if inputs["input_ids"][0, -1] == model.config.image_token_id:
+    if inputs["input_ids"][0, -1] == image_token_id(model):
         raise ValueError("the prompt ends with the image; add text after <image> (e.g. '\\nASSISTANT:')")
 
 
@@ -150,7 +151,7 @@ def adaptvis_generate(
         if alpha != 1.0:
             cache.crop(-1)  # forget the unscaled last prompt token, run it again scaled
             with scale_image_attention(model, alpha, layers=layers, heads=heads, rows=[n - 1]) as probe:
-                probe.key_is_image = ids == model.config.image_token_id
+                probe.key_is_image = ids == image_token_id(model)
                 logits = _step(model, ids[:, -1:], cache, mask)
         tokens = _decode(model, processor, logits, cache, mask, max_new_tokens)
     return AdaptVisResult(_answer(processor, tokens), tokens, conf, alpha)
