@@ -57,8 +57,6 @@ def plot_image_attention(
     ``boxes`` are in original-image pixels: one box, a list, or ``{label: box}``;
     ``label`` names the colour bar. Returns the matplotlib axes.
     """
-    from matplotlib.patches import Rectangle
-
     attention = torch.as_tensor(attention, dtype=torch.float32)
     if attention.shape != geometry.grid:
         raise ValueError(f"attention map has shape {tuple(attention.shape)}, the patch grid is {geometry.grid}")
@@ -71,12 +69,7 @@ def plot_image_attention(
     )
     ax.figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, label=label)
     if boxes is not None:
-        items = boxes.items() if isinstance(boxes, dict) else _box_list(boxes)
-        for label, box in items:
-            x0, y0, x1, y1 = geometry.to_processed(box)
-            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="cyan", linewidth=1.5))
-            if label:
-                ax.text(x0, y0 - 3, label, color="cyan", fontsize=8, va="bottom")
+        _draw_boxes(ax, geometry, boxes, labels=True)
     ax.set_xlim(0, width)
     ax.set_ylim(height, 0)
     ax.set_xticks([])
@@ -86,10 +79,21 @@ def plot_image_attention(
     return ax
 
 
-def _box_list(boxes) -> list[tuple[str, Box]]:
-    if len(boxes) and isinstance(boxes[0], (int, float, np.number)):
-        return [("", boxes)]
-    return [("", b) for b in boxes]
+def _draw_boxes(ax, geometry: ImageGeometry, boxes, labels: bool) -> None:
+    """Outline boxes (original pixels; one, a list or ``{label: box}``) on the processed canvas."""
+    from matplotlib.patches import Rectangle
+
+    if isinstance(boxes, dict):
+        items = list(boxes.items())
+    elif len(boxes) and isinstance(boxes[0], (int, float, np.number)):
+        items = [("", boxes)]
+    else:
+        items = [("", b) for b in boxes]
+    for label, box in items:
+        x0, y0, x1, y1 = geometry.to_processed(box)
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="cyan", linewidth=1.5))
+        if label and labels:
+            ax.text(x0, y0 - 3, label, color="cyan", fontsize=8, va="bottom")
 
 
 def plot_head_grid(trace, sample: int, layer: int, image=None, boxes=None, ncols: int = 8):
@@ -103,20 +107,18 @@ def plot_head_grid(trace, sample: int, layer: int, image=None, boxes=None, ncols
     fig, axes = plt.subplots(nrows, ncols, figsize=(2.0 * ncols, 2.0 * nrows), squeeze=False)
     vmax = float(maps.max())
     geometry = trace.geometries[sample]
+    width, height = geometry.processed_size
+    canvas = None if image is None else processed_view(image, geometry)
     for h, ax in enumerate(axes.flat):
         if h >= n_heads:
             ax.axis("off")
             continue
-        if image is not None:
-            ax.imshow(processed_view(image, geometry), extent=(0, *geometry.processed_size[::-1], 0)[:4])
-        ax.imshow(maps[h].numpy(), cmap="inferno", vmin=0, vmax=vmax, alpha=0.6 if image is not None else 1.0,
-                  extent=(0, geometry.processed_size[0], geometry.processed_size[1], 0))
+        if canvas is not None:
+            ax.imshow(canvas, extent=(0, width, height, 0))
+        ax.imshow(maps[h].numpy(), cmap="inferno", vmin=0, vmax=vmax, alpha=0.6 if canvas is not None else 1.0,
+                  extent=(0, width, height, 0))
         if boxes is not None:
-            from matplotlib.patches import Rectangle
-
-            for _, box in boxes.items() if isinstance(boxes, dict) else _box_list(boxes):
-                x0, y0, x1, y1 = geometry.to_processed(box)
-                ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="cyan", linewidth=1))
+            _draw_boxes(ax, geometry, boxes, labels=False)
         ax.set_title(f"head {h}", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
