@@ -254,3 +254,44 @@ def test_cuda_matches_reference_and_cpu(backend, precision, metric):
     gpu = interp.knn(big.cuda(), 10, metric, backend=backend, precision=precision)
     cpu = interp.knn(big, 10, metric, backend="torch")
     assert torch.equal(gpu[0].cpu(), cpu[0]) and torch.equal(gpu[1].cpu(), cpu[1])
+
+
+@pytest.mark.parametrize("kc", [1, 5, 16, 40])
+@pytest.mark.parametrize("with_queries", [False, True])
+def test_triton_stage1_exact_on_integer_data(kc, with_queries):
+    """The fused kernel's own top-kc (before any re-rank) equals the float64 order.
+
+    Small integer coordinates make every squared euclidean distance an exact
+    integer in float32, so stage 1 has no rounding to hide behind: the kernel
+    must return exactly the kc smallest (distance, index) keys, ties to the
+    lower index, across several point tiles, a ragged last query block and a
+    batch of 2 problems.
+    """
+    from interp.neighbors.triton_kernel import triton_candidates
+
+    g = torch.Generator().manual_seed(5)
+    points = torch.randint(-3, 4, (2, 203, 5), generator=g).float()  # many exact ties
+    queries = torch.randint(-3, 4, (2, 71, 5), generator=g).float() if with_queries else None
+    exclude_self = not with_queries
+    cand, approx = triton_candidates(points, queries, kc, "euclidean", exclude_self, block=32)
+    one_by_one = triton_candidates(points, queries, kc, "euclidean", exclude_self, block=32, chunk_bytes=1)
+    assert torch.equal(one_by_one[0], cand) and torch.equal(one_by_one[1], approx)  # a launch per problem
+    for b in range(2):
+        P = points[b].double()
+        Q = P if queries is None else queries[b].double()
+        D = ((Q[:, None, :] - P[None, :, :]) ** 2).sum(-1)
+        if exclude_self:
+            D.fill_diagonal_(float("inf"))
+        order = torch.argsort(D, dim=1, stable=True)[:, :kc]
+        assert torch.equal(cand[b], order)
+        assert torch.equal(approx[b].double(), D.gather(1, order))
+
+
+def test_triton_candidate_limit():
+    """Beyond 128 candidates per query the kernel would spill: a clear error, and 'auto' takes torch."""
+    X = torch.randn(300, 4)
+    with pytest.raises(ValueError, match="at most 128 candidates.*backend='torch'"):
+        interp.knn(X, 100, backend="triton")
+    assert api._auto_backend(torch.device("cuda"), 128) == "triton"
+    assert api._auto_backend(torch.device("cuda"), 129) == "torch"
+    assert api._auto_backend(torch.device("cpu"), 10) == "torch"

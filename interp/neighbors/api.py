@@ -64,14 +64,14 @@ def as_float_tensor(name: str, x, shapes: dict[int, str] | None = None) -> torch
     return x
 
 
-def _auto_backend(device: torch.device) -> str:
+def _auto_backend(device: torch.device, kc: int) -> str:
+    """Triton on CUDA when installed and the candidate list fits its registers, else torch."""
     if device.type == "cuda":
         try:
-            import triton  # noqa: F401
-
-            return "triton"
+            from interp.neighbors.triton_kernel import MAX_CANDIDATES
         except ImportError:
             return "torch"
+        return "triton" if kc <= MAX_CANDIDATES else "torch"
     return "torch"
 
 
@@ -99,7 +99,7 @@ def knn(
             (duplicates of i are still returned). Default: True for
             self-search, False when ``queries`` is given (then True means query
             i is point i and must not match it).
-        backend: ``"auto"`` (Triton on CUDA when installed, else torch),
+        backend: ``"auto"`` (Triton on CUDA when installed and k <= 80, else torch),
             ``"torch"``, ``"triton"``, ``"faiss"``.
         queries: optional ``[M, D]`` / ``[B, M, D]`` points to search for.
         precision: stage-1 arithmetic, ``"ieee"`` (fp32), ``"tf32"`` or
@@ -143,8 +143,8 @@ def knn(
     k = int(k)
     if block is not None and (not isinstance(block, int) or block < 1):
         raise ValueError(f"block must be a positive int, got {block!r}")
-    chosen = _auto_backend(X.device) if backend == "auto" else backend
     kc = min(n_available, k + 8 + k // 2)
+    chosen = _auto_backend(X.device, kc) if backend == "auto" else backend
     if precision != "ieee" and chosen != "triton":
         raise ValueError(f"precision='tf32'/'bf16' is for backend='triton'; the {chosen} backend computes in fp32")
 
