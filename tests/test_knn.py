@@ -295,3 +295,27 @@ def test_triton_candidate_limit():
     assert api._auto_backend(torch.device("cuda"), 128) == "triton"
     assert api._auto_backend(torch.device("cuda"), 129) == "torch"
     assert api._auto_backend(torch.device("cpu"), 10) == "torch"
+
+
+@pytest.mark.parametrize(("setting", "stage1"), [("highest", "ieee"), ("high", "tf32"), ("medium", "bf16")])
+def test_torch_backend_follows_global_matmul_precision(setting, stage1, monkeypatch):
+    """A notebook's ``torch.set_float32_matmul_precision`` lowers the torch backend's GEMM precision:
+    the certification must use that error bound (and the results stay exact)."""
+    seen = []
+    real = api.rerank
+
+    def spy(*args):
+        seen.append(args[-1])
+        return real(*args)
+
+    monkeypatch.setattr(api, "rerank", spy)
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(setting)
+    try:
+        for metric in ("cosine", "euclidean"):
+            for X in datasets(metric).values():
+                idx, dist = interp.knn(X, 5, metric, backend="torch")
+                check(idx, dist, X, 5, metric)
+    finally:
+        torch.set_float32_matmul_precision(before)
+    assert set(seen) == {stage1}

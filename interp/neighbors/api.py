@@ -75,6 +75,18 @@ def _auto_backend(device: torch.device, kc: int) -> str:
     return "torch"
 
 
+def torch_matmul_precision() -> str:
+    """What torch's float32 matmuls really compute in, as a stage-1 precision.
+
+    ``torch.set_float32_matmul_precision("high")`` (or
+    ``torch.backends.cuda.matmul.allow_tf32 = True``, common in notebooks) lets
+    float32 GEMMs use TF32, ``"medium"`` bf16. The torch backend's stage 1 is
+    such a GEMM, so its error bound -- and the certification built on it --
+    must follow the global setting rather than assume fp32.
+    """
+    return {"highest": "ieee", "high": "tf32"}.get(torch.get_float32_matmul_precision(), "bf16")
+
+
 def knn(
     X,
     k: int,
@@ -152,6 +164,7 @@ def knn(
     Xs = X if batched else X.unsqueeze(0)
     Qs = None if Q is None else (Q if batched else Q.unsqueeze(0))
     out_i, out_d, fallback = [], [], 0
+    stage1_precision = {"triton": precision, "torch": torch_matmul_precision(), "faiss": "ieee"}[chosen]
     if chosen == "triton":
         from interp.neighbors.triton_kernel import triton_candidates
 
@@ -172,7 +185,7 @@ def knn(
 
             cand, approx = faiss_candidates(points, None if Qs is None else query, kc, metric, exclude_self)
         self_index = torch.arange(query.shape[0], device=query.device) if exclude_self else None
-        idx, dist, n_fb = rerank(query, points, cand, approx, k, metric, self_index, precision)
+        idx, dist, n_fb = rerank(query, points, cand, approx, k, metric, self_index, stage1_precision)
         out_i.append(idx)
         out_d.append(dist)
         fallback += n_fb
