@@ -24,6 +24,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check interp tests benchmarks
+	$(VENV)/bin/ruff format --check interp tests benchmarks
 
 # pytest exits 5 when it collects no tests; report that instead of failing obscurely
 test: lint

@@ -64,9 +64,22 @@ def worker(args) -> None:
     wall = time.perf_counter() - tic
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     torch.save((index, dist), os.path.join(args.out, f"rank{rank}.pt"))
-    print(json.dumps({"rank": rank, "world": world, "shard_rows": hi - lo, "shard_bytes": shard.numel() * 4,
-                      "baseline_bytes": base, "data_bytes": with_data - base,
-                      "knn_bytes": peak - with_data, "peak_bytes": peak, "extra_bytes": peak - base, "seconds": wall}))
+    print(
+        json.dumps(
+            {
+                "rank": rank,
+                "world": world,
+                "shard_rows": hi - lo,
+                "shard_bytes": shard.numel() * 4,
+                "baseline_bytes": base,
+                "data_bytes": with_data - base,
+                "knn_bytes": peak - with_data,
+                "peak_bytes": peak,
+                "extra_bytes": peak - base,
+                "seconds": wall,
+            }
+        )
+    )
     import torch.distributed as dist_
 
     dist_.destroy_process_group()

@@ -51,6 +51,7 @@ def main() -> None:
     model.generation_config.eos_token_id = None  # fixed-length generations
     proc = tiny_llava_processor(336)
     scene = synthetic_scene("left")
+
     def process():
         return proc(images=scene.image, text=scene.prompt, return_tensors="pt")
 
@@ -78,8 +79,9 @@ def main() -> None:
         with torch.no_grad():
             return model(**process())
 
-    eager = tiny_llava(n_layers=args.layers, d_model=args.width, n_heads=args.heads, image_size=336,
-                       attn_implementation="eager")
+    eager = tiny_llava(
+        n_layers=args.layers, d_model=args.width, n_heads=args.heads, image_size=336, attn_implementation="eager"
+    )
 
     def eager_attentions():
         with torch.no_grad():
@@ -101,8 +103,10 @@ def main() -> None:
     rows.append(("trace_image_attention (all layers)", median_time(trace, args.repeats)))
     machine = platform.processor() or platform.machine()
     print(f"# {machine}, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"# LLaVA geometry 336/14 (576 image tokens), text: {args.layers} layers × d={args.width}, "
-          f"{args.heads} heads; prompt {n_prompt} tokens, {args.new} new tokens")
+    print(
+        f"# LLaVA geometry 336/14 (576 image tokens), text: {args.layers} layers × d={args.width}, "
+        f"{args.heads} heads; prompt {n_prompt} tokens, {args.new} new tokens"
+    )
     print(f"{'case':40s} {'seconds':>9s} {'× greedy':>9s} {'× forward':>9s}")
     for name, t in rows:
         print(f"{name:40s} {t:9.3f} {t / base:9.2f} {t / fwd:9.2f}")

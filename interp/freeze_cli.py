@@ -151,13 +151,21 @@ def run_freeze_experiment(args: argparse.Namespace) -> int:
     manifest = {
         "job": "freeze-experiment",
         "arguments": {key: value for key, value in vars(args).items() if key != "func"},
-        "corpus": {"source": corpus.source, "languages": list(eval_corpus.langs), "n_eval_items": eval_corpus.n_items,
-                   "n_train_texts": len(train_texts), "train_language": train_language},  # fmt: skip
+        "corpus": {
+            "source": corpus.source,
+            "languages": list(eval_corpus.langs),
+            "n_eval_items": eval_corpus.n_items,
+            "n_train_texts": len(train_texts),
+            "train_language": train_language,
+        },
         "conditions": result.conditions.to_dict(orient="records"),
         "outputs": outputs,
         "timing": {"total_s": time.time() - started},
-        "versions": {"interp": interp.__version__, "torch": torch.__version__,
-                     **_versions("transformers", "transformer_lens", "nnsight")},  # fmt: skip
+        "versions": {
+            "interp": interp.__version__,
+            "torch": torch.__version__,
+            **_versions("transformers", "transformer_lens", "nnsight"),
+        },
         "summary": summary,
     }
     out.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,10 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Triton's interpreter for the CPU tests of the fused kernel: triton reads this when it is first
+# imported, and torch/transformers import it early, so it is set before anything else
+# (a GPU run of the CUDA tests sets TRITON_INTERPRET=0 explicitly).
+os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest  # noqa: E402
@@ -21,6 +25,7 @@ def require_udhr() -> str:
     if not os.path.isfile(UDHR) and os.environ.get("CI") != "true":
         pytest.skip(f"test data {UDHR} is not beside this checkout")
     return UDHR
+
 
 TEXTS = [
     "All human beings are born free and equal in dignity and rights.",

@@ -87,8 +87,12 @@ def launch(mode: str, case: Path, out: Path, world: int, timeout: float = 120) -
            "OMP_NUM_THREADS": "1"}  # fmt: skip
     tic = time.time()
     procs = [
-        subprocess.Popen([sys.executable, str(WORKER), mode, str(case), str(out)], env={**env, "RANK": str(r)},
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+        subprocess.Popen(
+            [sys.executable, str(WORKER), mode, str(case), str(out)],
+            env={**env, "RANK": str(r)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         for r in range(world)
     ]
     codes, logs = [], []

@@ -185,8 +185,9 @@ def test_overlapping_handles_restore_lifo_or_raise():
     older = freeze(model, blocks=[0])
     newer = freeze(model, blocks=[0, 1])
     both = _flags(model)
-    assert {n for n, f in both.items() if not f} == {n for n in both if n.startswith(("model.layers.0.",
-                                                                                        "model.layers.1."))}
+    assert {n for n, f in both.items() if not f} == {
+        n for n in both if n.startswith(("model.layers.0.", "model.layers.1."))
+    }
     with pytest.raises(RuntimeError, match="restore the newer one first"):
         older.restore()
     assert _flags(model) == both and older.active
@@ -255,8 +256,11 @@ def _neox():
     [
         (_gpt2, r"^transformer\.(h\.1\.|wte\.|ln_f\.)", True),
         (_neox, r"^(gpt_neox\.(layers\.1\.|embed_in\.|final_layer_norm\.)|lm_head\.)", False),
-        (lambda: tiny_llava(n_layers=3), r"^(model\.language_model\.(layers\.1\.|embed_tokens\.|norm\.)|lm_head\.)",
-         False),
+        (
+            lambda: tiny_llava(n_layers=3),
+            r"^(model\.language_model\.(layers\.1\.|embed_tokens\.|norm\.)|lm_head\.)",
+            False,
+        ),
         (lambda: tiny_llama(n_layers=3).model, r"^(layers\.1\.|embed_tokens\.|norm\.)", False),
     ],
     ids=["gpt2", "gpt-neox", "llava", "bare-llama"],
@@ -534,8 +538,7 @@ def test_experiment_gpt2_frozen_path_is_observed_identity(tok):
     specs = {"emb": FreezeSpec(blocks=range(2), embeddings=True, final_norm=True, lm_head=True),
              "emb+wpe": FreezeSpec(blocks=range(2), embeddings=True, final_norm=True, lm_head=True,
                                    modules=("transformer.wpe",))}  # fmt: skip
-    result = run_experiment(model, tok, train, held, specs, steps=2, batch_size=2, lr=1e-2, k=3, t=2,
-                            progress=False)
+    result = run_experiment(model, tok, train, held, specs, steps=2, batch_size=2, lr=1e-2, k=3, t=2, progress=False)
     texts = held.flat()[0]
     base_states = _hidden_states(model, tok, texts)
     table = result.ilo_by_layer.set_index(["condition", "layer"])["frozen_path"]

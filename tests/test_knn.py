@@ -241,8 +241,9 @@ CUDA = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") == "0"
 
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU and TRITON_INTERPRET=0")
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])
-@pytest.mark.parametrize(("backend", "precision"), [("triton", "ieee"), ("triton", "tf32"), ("triton", "bf16"),
-                                                    ("torch", "ieee")])
+@pytest.mark.parametrize(
+    ("backend", "precision"), [("triton", "ieee"), ("triton", "tf32"), ("triton", "bf16"), ("torch", "ieee")]
+)
 def test_cuda_matches_reference_and_cpu(backend, precision, metric):
     for X in datasets(metric).values():
         for k in (1, 5, 10, 32):
@@ -319,3 +320,19 @@ def test_torch_backend_follows_global_matmul_precision(setting, stage1, monkeypa
     finally:
         torch.set_float32_matmul_precision(before)
     assert set(seen) == {stage1}
+
+
+def test_interpreter_requested_after_triton_import_is_a_clear_error():
+    """TRITON_INTERPRET=1 set after triton was imported leaves triton's library compiled: say so."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, triton, torch, interp\n"
+        "os.environ['TRITON_INTERPRET'] = '1'\n"
+        "interp.knn(torch.randn(20, 4), 3, backend='triton')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode != 0
+    assert "set TRITON_INTERPRET=1 before importing torch" in run.stderr, run.stderr[-2000:]

@@ -180,10 +180,88 @@ def test_yes_no_metrics_degenerate():
 # Validation positions saved by a run of the official code (output/sampled_idx_Controlled_Images_A.npy
 # in the fork haewon22/AdaptVis_modified): seed_all(1) then random.sample, 20 % of 412 rows.
 OFFICIAL_VAL_A = [
-    1, 4, 11, 13, 14, 15, 17, 32, 48, 51, 52, 60, 61, 68, 95, 97, 107, 110, 112, 113, 117, 118, 119, 124, 130,
-    136, 145, 148, 151, 155, 162, 170, 176, 194, 195, 199, 201, 206, 213, 216, 221, 224, 228, 230, 235, 241,
-    245, 249, 253, 255, 256, 258, 259, 270, 277, 283, 284, 291, 300, 301, 302, 311, 322, 328, 332, 333, 343,
-    346, 351, 356, 364, 369, 370, 371, 380, 389, 390, 391, 392, 403, 408, 410,
+    1,
+    4,
+    11,
+    13,
+    14,
+    15,
+    17,
+    32,
+    48,
+    51,
+    52,
+    60,
+    61,
+    68,
+    95,
+    97,
+    107,
+    110,
+    112,
+    113,
+    117,
+    118,
+    119,
+    124,
+    130,
+    136,
+    145,
+    148,
+    151,
+    155,
+    162,
+    170,
+    176,
+    194,
+    195,
+    199,
+    201,
+    206,
+    213,
+    216,
+    221,
+    224,
+    228,
+    230,
+    235,
+    241,
+    245,
+    249,
+    253,
+    255,
+    256,
+    258,
+    259,
+    270,
+    277,
+    283,
+    284,
+    291,
+    300,
+    301,
+    302,
+    311,
+    322,
+    328,
+    332,
+    333,
+    343,
+    346,
+    351,
+    356,
+    364,
+    369,
+    370,
+    371,
+    380,
+    389,
+    390,
+    391,
+    392,
+    403,
+    408,
+    410,
 ]
 # adaptvis.md §3 (val/test); VSR_with_answer is not in the reference: int(0.2 * 629) = 125
 SPLIT_SIZES = {
@@ -235,10 +313,14 @@ def test_every_whatsup_gold_is_a_listed_option_but_one():
     ("question", "expected"),
     [
         ("<image>\nUSER: Where? Answer with left, right, on or under.\nASSISTANT:", A_OPTIONS),
-        ("<image>\nUSER: Where? Answer with left, right, above, or below.\nASSISTANT:",
-         ("left", "right", "above", "below")),
-        ("<image>\nUSER: Where? \nAnswer with left, right, front, behind, top or bottom.\nASSISTANT:",
-         ("left", "right", "front", "behind", "top", "bottom")),
+        (
+            "<image>\nUSER: Where? Answer with left, right, above, or below.\nASSISTANT:",
+            ("left", "right", "above", "below"),
+        ),
+        (
+            "<image>\nUSER: Where? \nAnswer with left, right, front, behind, top or bottom.\nASSISTANT:",
+            ("left", "right", "front", "behind", "top", "bottom"),
+        ),
         ("<image>\nUSER: Where? Answer with behind or front.\nASSISTANT:", ("behind", "front")),
         ("<image>\nUSER: Where? Answer with one word or phrase.\nASSISTANT:", ()),
     ],
@@ -314,8 +396,10 @@ Q = "<image>\nUSER: Where is the mug in relation to the knife? Answer with left,
 
 
 def test_loader_directory_and_lazy_images(tmp_path):
-    f = _write(tmp_path / "Controlled_Images_A_with_answer_four_options.jsonl",
-               [{"id": 0, "question": Q, "answer": ["Left"]}, {"id": 1, "question": Q, "answer": ["Right"]}])
+    f = _write(
+        tmp_path / "Controlled_Images_A_with_answer_four_options.jsonl",
+        [{"id": 0, "question": Q, "answer": ["Left"]}, {"id": 1, "question": Q, "answer": ["Right"]}],
+    )
     _png(tmp_path / "img" / "0.png", (30, 20))
     _png(tmp_path / "img" / "1.jpg", (10, 12))
     ds = load_spatial(f, tmp_path / "img")
@@ -367,8 +451,10 @@ def test_loader_official_annotation_json(tmp_path):
         _png(repo / rel)
     ann = repo / "data" / "controlled_images_dataset.json"
     ann.write_text(json.dumps([{"image_path": r, "caption_options": ["a", "b"]} for r in rels]))
-    f = _write(tmp_path / "Controlled_Images_A_with_answer_four_options.jsonl",
-               [{"id": 0, "question": Q, "answer": ["Left"]}, {"id": 1, "question": Q, "answer": ["Right"]}])
+    f = _write(
+        tmp_path / "Controlled_Images_A_with_answer_four_options.jsonl",
+        [{"id": 0, "question": Q, "answer": ["Left"]}, {"id": 1, "question": Q, "answer": ["Right"]}],
+    )
     ds = load_spatial(f, ann)
     assert [s.image_path for s in ds] == [repo / r for r in rels]
     assert ds[0].group == ds[1].group == "mug|knife"  # official key: first and last '_' tokens
@@ -381,8 +467,9 @@ def test_loader_official_annotation_json(tmp_path):
     coco = tmp_path / "coco"
     _png(coco / "val2017" / "000000000139.jpg")
     (coco / "coco_qa_one_obj.json").write_text(json.dumps([[139, "a dog on the left", "a dog on the right"]]))
-    g = _write(tmp_path / "COCO_QA_one_obj_with_answer_four_options.jsonl",
-               [{"id": 0, "question": Q, "answer": ["Left"]}])
+    g = _write(
+        tmp_path / "COCO_QA_one_obj_with_answer_four_options.jsonl", [{"id": 0, "question": Q, "answer": ["Left"]}]
+    )
     assert load_spatial(g, coco / "coco_qa_one_obj.json")[0].image_path.name == "000000000139.jpg"
     (coco / "coco_qa_one_obj.json").write_text(json.dumps([[140, "x", "y"]]))
     with pytest.raises(FileNotFoundError, match=r"\[140\]"):
@@ -392,8 +479,11 @@ def test_loader_official_annotation_json(tmp_path):
 def test_load_vsr_judge(tmp_path):
     rows = [
         {"image": "000000000001.jpg", "caption": "The cat is on the bed.", "label": 1, "relation": "on"},
-        {"image_link": "http://images.cocodataset.org/train2017/000000000002.jpg", "caption": "The car is in the box.",
-         "label": 0},
+        {
+            "image_link": "http://images.cocodataset.org/train2017/000000000002.jpg",
+            "caption": "The car is in the box.",
+            "label": 0,
+        },
     ]
     f = _write(tmp_path / "test.jsonl", rows)
     _png(tmp_path / "coco" / "000000000001.jpg")
@@ -405,8 +495,10 @@ def test_load_vsr_judge(tmp_path):
     assert ds[1].image.size == (2300, 4096)  # the official stretch
     assert score_vsr(["Yes", "No"], ds).to_dict()["official"]["em"] == 1.0
     with pytest.raises(ValueError, match="no yes/no labels"):
-        score_vsr(["Yes"], load_spatial(_write(tmp_path / "VSR_with_answer.jsonl",
-                                                [{"id": 3, "question": Q, "answer": "on"}])))
+        score_vsr(
+            ["Yes"],
+            load_spatial(_write(tmp_path / "VSR_with_answer.jsonl", [{"id": 3, "question": Q, "answer": "on"}])),
+        )
     f = _write(tmp_path / "bad.jsonl", [{"image": "a.jpg", "caption": "c", "label": "yes"}])
     with pytest.raises(ValueError, match="bad.jsonl:1: label must be 0 or 1"):
         load_vsr_judge(f)
@@ -415,9 +507,14 @@ def test_load_vsr_judge(tmp_path):
 def test_official_pair_accuracy_uses_the_official_denominator_on_subsets(tmp_path):
     # 3 rows: a complete left/right pair of (mug, knife) + one row of (cup, plate). All answered right.
     q2 = Q.replace("mug", "cup").replace("knife", "plate")
-    f = _write(tmp_path / "Controlled_Images_A_with_answer_four_options.jsonl",
-               [{"id": 0, "question": Q, "answer": ["Left"]}, {"id": 1, "question": Q, "answer": ["Right"]},
-                {"id": 2, "question": q2, "answer": ["Left"]}])
+    f = _write(
+        tmp_path / "Controlled_Images_A_with_answer_four_options.jsonl",
+        [
+            {"id": 0, "question": Q, "answer": ["Left"]},
+            {"id": 1, "question": Q, "answer": ["Right"]},
+            {"id": 2, "question": q2, "answer": ["Left"]},
+        ],
+    )
     scores = score_whatsup(["left", "right", "left"], load_spatial(f)).to_dict()
     assert scores["official"]["pair_accuracy"] == pytest.approx(1 / 1.5)  # official: 1 correct pair / (N / 2)
     assert scores["robust"]["pair_accuracy"] == 1.0  # 1 correct pair / 1 complete pair

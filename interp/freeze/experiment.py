@@ -316,8 +316,13 @@ def run_experiment(
     ilo["frozen_path"] = [layer < prefix[c] for c, layer in zip(ilo["condition"], ilo["layer"], strict=True)]
     by_layer = (
         ilo.groupby(["condition", "layer"], sort=False)
-        .agg(ilo_mean=("ilo", "mean"), bridge_mean=("bridge", "mean"), reach_mean=("reach", "mean"),
-             delta_ilo_mean=("delta_ilo", "mean"), frozen_path=("frozen_path", "all"))  # fmt: skip
+        .agg(
+            ilo_mean=("ilo", "mean"),
+            bridge_mean=("bridge", "mean"),
+            reach_mean=("reach", "mean"),
+            delta_ilo_mean=("delta_ilo", "mean"),
+            frozen_path=("frozen_path", "all"),
+        )
         .reset_index()
     )
     loss = pd.concat(loss_parts, ignore_index=True)

@@ -203,8 +203,7 @@ def _resolve(model: nn.Module, adapter: ModelAdapter, spec: FreezeSpec) -> list[
     if spec.lm_head:
         if adapter.lm_head is None:
             raise ValueError(
-                f"lm_head=True but this {type(model).__name__} has no LM head (a bare base model); "
-                "pass lm_head=False"
+                f"lm_head=True but this {type(model).__name__} has no LM head (a bare base model); pass lm_head=False"
             )
         chosen += _params(adapter.lm_head)
     for path in spec.modules:

@@ -32,6 +32,7 @@ import os
 import torch
 import triton
 import triton.language as tl
+from triton.runtime.interpreter import InterpretedFunction
 
 __all__ = ["triton_candidates", "launch_config", "pack_keys", "unpack_keys", "INTERPRET", "MAX_CANDIDATES"]
 
@@ -182,6 +183,12 @@ def triton_candidates(
         raise RuntimeError(
             "backend='triton' needs a CUDA tensor, or TRITON_INTERPRET=1 set before interp's Triton kernel "
             "is imported (CPU tests); on a CPU use backend='torch'"
+        )
+    if INTERPRET and not isinstance(tl.max, InterpretedFunction):
+        raise RuntimeError(
+            "TRITON_INTERPRET=1 was set after triton was first imported (torch and transformers import it), so "
+            "triton's own library is in compiled mode and cannot be interpreted; set TRITON_INTERPRET=1 before "
+            "importing torch: in the shell, or in the first notebook cell"
         )
     constexprs, options = launch_config(kc, metric, exclude_self, precision, compiled=compiled, block=block)
     bsz, n, d = points.shape

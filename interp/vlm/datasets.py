@@ -425,8 +425,13 @@ def load_vsr_judge(
         names.append(image)
         samples.append(
             SpatialSample(
-                index, index, VSR_PROMPT.format(caption=row["caption"]), "Yes" if row["label"] else "No",
-                ("yes", "no"), label=int(row["label"]), resize=VSR_OFFICIAL_RESIZE if official_resize else None,
+                index,
+                index,
+                VSR_PROMPT.format(caption=row["caption"]),
+                "Yes" if row["label"] else "No",
+                ("yes", "no"),
+                label=int(row["label"]),
+                resize=VSR_OFFICIAL_RESIZE if official_resize else None,
             )
         )
     if images is not None:

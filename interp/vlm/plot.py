@@ -115,8 +115,14 @@ def plot_head_grid(trace, sample: int, layer: int, image=None, boxes=None, ncols
             continue
         if canvas is not None:
             ax.imshow(canvas, extent=(0, width, height, 0))
-        ax.imshow(maps[h].numpy(), cmap="inferno", vmin=0, vmax=vmax, alpha=0.6 if canvas is not None else 1.0,
-                  extent=(0, width, height, 0))
+        ax.imshow(
+            maps[h].numpy(),
+            cmap="inferno",
+            vmin=0,
+            vmax=vmax,
+            alpha=0.6 if canvas is not None else 1.0,
+            extent=(0, width, height, 0),
+        )
         if boxes is not None:
             _draw_boxes(ax, geometry, boxes, labels=False)
         ax.set_title(f"head {h}", fontsize=8)

@@ -244,8 +244,15 @@ def score_whatsup(
         else:
             pred = ans.lower() if robust_correct(gen, ans) else None
         rows.append(
-            {"id": ids[i], "answer": ans, "generation": gen, "official": official_correct(gen, ans),
-             "robust_prediction": pred, "robust": robust_correct(gen, ans, opts), "group": groups[i]}
+            {
+                "id": ids[i],
+                "answer": ans,
+                "generation": gen,
+                "official": official_correct(gen, ans),
+                "robust_prediction": pred,
+                "robust": robust_correct(gen, ans, opts),
+                "group": groups[i],
+            }
         )
     samples = pd.DataFrame(rows)
     n = len(samples)
@@ -278,9 +285,13 @@ def score_vsr(generations: Sequence[str], labels: SpatialDataset | Sequence[int]
     _check_lengths(generations, len(labels), "labels")
     parsed = [robust_yes_no(g) for g in generations]
     samples = pd.DataFrame(
-        {"label": labels, "generation": list(generations),
-         "official": [official_yes_no(g, y) for g, y in zip(generations, labels, strict=True)],
-         "robust_prediction": parsed, "robust": [p == y for p, y in zip(parsed, labels, strict=True)]}
+        {
+            "label": labels,
+            "generation": list(generations),
+            "official": [official_yes_no(g, y) for g, y in zip(generations, labels, strict=True)],
+            "robust_prediction": parsed,
+            "robust": [p == y for p, y in zip(parsed, labels, strict=True)],
+        }
     )
     summary = []
     for rule in ("official", "robust"):
