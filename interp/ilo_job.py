@@ -5,13 +5,23 @@ Activations are cached in a resumable :class:`~interp.ActivationStore` under
 layers, backend, batch size, dtype)>``: a re-run reuses them (the store's own
 fingerprint still checks the model weights and the texts), an interrupted run
 resumes, and two models never share an entry (no sanitised names).
+
+Outputs are all-or-nothing: tables, figures and the manifest are first
+written to a hidden staging folder inside ``out`` and moved into place only
+once every one of them exists (the manifest last), so a failure or an
+interrupt while writing leaves the previous run's outputs untouched and no
+half-written file behind. ``layers_scored`` in the manifest lists the
+hidden-state indices of the tables (0 = embeddings, L = after the final norm).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -61,7 +71,6 @@ def run_ilo_job(
     import interp
     from interp.data import load_parallel
     from interp.models.loading import cache_dir
-    from interp.plot import plot_cooccurrence, plot_ilo_heatmap, plot_ilo_layers
 
     started = time.time()
     timings = {}
@@ -102,38 +111,46 @@ def run_ilo_job(
     if rank != 0:  # every rank holds the same tables; rank 0 writes them
         return {"job": "ilo", "rank": rank, "result": result}
 
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    result.table.to_csv(out / "ilo_table.csv", index=False)
-    result.by_layer.to_csv(out / "ilo_by_layer.csv")
+    staging = Path(tempfile.mkdtemp(prefix=".ilo-staging-", dir=out))
+    try:
+        arguments = {"model": model, "data": data, "langs": list(corpus.langs), "split": split, "k": k, "t": t,
+                     "metric": metric, "layers": layers, "pooling": pooling, "backend": backend,
+                     "batch_size": batch_size, "device": device, "null": null, "bootstrap": bootstrap,
+                     "compat": compat, "world_size": world, "device_map": device_map}  # fmt: skip
+        manifest = _write_outputs(staging, result, corpus, store, arguments, timings, started)
+        _publish(staging, out, manifest["outputs"])
+    except BaseException:
+        if created:  # nothing of this run (or an earlier one) is in a folder the run created
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest | {"result": result}
+
+
+def _write_outputs(staging: Path, result, corpus, store, arguments: dict, timings: dict, started: float) -> dict:
+    """Tables, figures and the manifest, written into ``staging``; returns the manifest."""
+    import interp
+    from interp.plot import plot_cooccurrence, plot_ilo_heatmap, plot_ilo_layers
+
+    result.table.to_csv(staging / "ilo_table.csv", index=False)
+    result.by_layer.to_csv(staging / "ilo_by_layer.csv")  # index column "layer" (hidden-state index)
     figures = {
-        "ilo_layers.png": plot_ilo_layers(result),
-        "ilo_heatmap.png": plot_ilo_heatmap(result),
-        "cooccurrence.png": plot_cooccurrence(result),
+        "ilo_layers.png": plot_ilo_layers,
+        "ilo_heatmap.png": plot_ilo_heatmap,
+        "cooccurrence.png": plot_cooccurrence,
     }
-    for name, figure in figures.items():
-        figure.savefig(out / name, dpi=120)
+    for name, plot in figures.items():
+        figure = plot(result)
+        figure.savefig(staging / name, dpi=120)
+        _close(figure)
     timings["total_s"] = time.time() - started
     manifest = {
         "job": "ilo",
-        "arguments": {
-            "model": model,
-            "data": data,
-            "langs": list(corpus.langs),
-            "split": split,
-            "k": k,
-            "t": t,
-            "metric": metric,
-            "layers": layers,
-            "pooling": pooling,
-            "backend": backend,
-            "batch_size": batch_size,
-            "device": device,
-            "null": null,
-            "bootstrap": bootstrap,
-            "compat": compat,
-            "world_size": world,
-            "device_map": device_map,
-        },  # fmt: skip
+        "arguments": arguments,
+        "layers_scored": [int(layer) for layer in result.layers],
         "corpus": {"source": corpus.source, "n_langs": corpus.n_langs, "n_items": corpus.n_items},
         "activation_cache": str(store),
         "outputs": ["ilo_table.csv", "ilo_by_layer.csv", *figures],
@@ -149,8 +166,27 @@ def run_ilo_job(
             "best_mean_ilo": float(result.by_layer["ilo_mean"].max()),
         },  # fmt: skip
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
-    return manifest | {"result": result}
+    (staging / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
+    return manifest
+
+
+def _publish(staging: Path, out: Path, outputs: list[str]) -> None:
+    """Move the staged outputs into ``out``: the old manifest goes first, the new one last.
+
+    Each move is an atomic rename within one folder, so no file is ever
+    half-written; a reader that finds ``manifest.json`` finds the complete set
+    it lists.
+    """
+    (out / "manifest.json").unlink(missing_ok=True)
+    for name in outputs:
+        os.replace(staging / name, out / name)
+    os.replace(staging / "manifest.json", out / "manifest.json")
+
+
+def _close(figure) -> None:
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
 
 
 def _versions(*names: str) -> dict:

@@ -15,6 +15,8 @@ point stays in its own list and one real neighbour is lost.
 
 from __future__ import annotations
 
+import numbers
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,7 +24,13 @@ import pandas as pd
 import torch
 
 from interp.extraction.activations import Activations
-from interp.ilo.baselines import bootstrap_ilo, permutation_null, retrieval_accuracy, translation_share
+from interp.ilo.baselines import (
+    bootstrap_ilo,
+    percentile_ci,
+    permutation_null,
+    retrieval_accuracy,
+    translation_share,
+)
 from interp.ilo.measures import bridge_reach, slot_counts
 from interp.neighbors import knn
 
@@ -111,6 +119,21 @@ def _codes(values) -> tuple[torch.Tensor, list]:
     return torch.tensor([lookup[v] for v in values], dtype=torch.int64), order
 
 
+def _is_int(value) -> bool:
+    """A Python or NumPy integer, not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_baselines(null, bootstrap, seed) -> None:
+    """Validate the baseline arguments (before any work, in the single-process and the sharded path)."""
+    if not _is_int(null) or null < 0 or null == 1:
+        raise ValueError(f"null must be 0 (no null) or an int >= 2 permutations (its std needs two), got {null!r}")
+    if not _is_int(bootstrap) or bootstrap < 0:
+        raise ValueError(f"bootstrap must be an int >= 0 (number of item resamples; 0 = none), got {bootstrap!r}")
+    if not _is_int(seed):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+
+
 def _check(codes, languages, ids, k, t, min_count, bootstrap, retrieval) -> torch.Tensor | None:
     """Validate the scoring arguments against the (global) labels; return item codes or None."""
     n_langs, n_points = len(languages), len(codes)
@@ -120,15 +143,23 @@ def _check(codes, languages, ids, k, t, min_count, bootstrap, retrieval) -> torc
     small = [languages[i] for i in range(n_langs) if per_lang[i] < 2]
     if small:
         raise ValueError(f"languages with fewer than 2 points: {small}; ILO needs at least 2 per language")
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < n_points - 1:
+    if not _is_int(k) or not 1 <= k < n_points - 1:
         raise ValueError(f"k must be an int with 1 <= k < N - 1 = {n_points - 1}, got {k!r}")
-    if isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= k:
+    if not _is_int(t) or not 1 <= t <= k:
         raise ValueError(f"t must be an int with 1 <= t <= k = {k}, got {t!r}")
-    if min_count < 1:
-        raise ValueError(f"min_count must be >= 1, got {min_count}")
+    if not _is_int(min_count) or min_count < 1:
+        raise ValueError(f"min_count must be an int >= 1 (neighbour slots), got {min_count!r}")
     items = None if ids is None else _codes(ids)[0]
     if (bootstrap or retrieval) and items is None:
         raise ValueError("bootstrap and retrieval need item ids (which points are translations of each other)")
+    if items is not None and int(items.max()) + 1 == n_points:
+        unpaired = (
+            "every item id is distinct, so no point has a translation to find (Activations made without ids= "
+            "carry 0..N-1); pass ids= with the same id for the translations of one item"
+        )
+        if retrieval:
+            raise ValueError(f"retrieval needs translations: {unpaired}")
+        warnings.warn(f"translation_share is 0 by construction: {unpaired}", UserWarning, stacklevel=3)
     return items
 
 
@@ -203,6 +234,7 @@ def score(
     Returns:
         :class:`ILOResult`.
     """
+    _check_baselines(null, bootstrap, seed)
     if group is not None:
         from interp.ilo.distributed import score_sharded
 
@@ -213,6 +245,7 @@ def score(
     codes, languages = _codes(langs)
     n_langs, n_points = len(languages), len(langs)
     items = _check(codes, languages, ids, k, t, min_count, bootstrap, retrieval)
+    k, t, min_count, null, bootstrap, seed = map(int, (k, t, min_count, null, bootstrap, seed))
 
     if compat:
         found, _ = knn(x, k + 1, metric=metric, exclude_self=False, backend=backend)
@@ -233,8 +266,7 @@ def score(
         columns["translation_share"] = translation_share(indices, codes, items, n_langs)
     if bootstrap:
         boot = bootstrap_ilo(counts, codes, items, n_langs, t, bootstrap, seed, min_count)
-        columns["ilo_ci_low"] = boot.quantile(0.025, dim=0)
-        columns["ilo_ci_high"] = boot.quantile(0.975, dim=0)
+        columns["ilo_ci_low"], columns["ilo_ci_high"] = percentile_ci(boot)
 
     table, by_layer = _tables(columns, layers, languages)
     params = {"k": k, "t": t, "metric": metric, "compat": compat, "min_count": min_count, "null": null,
@@ -247,5 +279,5 @@ def score(
         layers=layers,
         params=params,
         indices=indices,
-        retrieval=retrieval_accuracy(x, codes, items, n_langs, metric) if retrieval else None,
+        retrieval=retrieval_accuracy(x, codes, items, n_langs, metric, backend) if retrieval else None,
     )

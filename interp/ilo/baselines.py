@@ -13,6 +13,10 @@
 * :func:`bootstrap_ilo` -- percentile CIs over items, with the neighbour graph
   held fixed (items are resampled with all their translations; kNN is not
   recomputed, so the CI reflects which items were sampled, not re-embedding).
+  A resample that draws none of a language's items leaves that language's
+  ILO undefined (NaN), and :func:`percentile_ci` skips it: with unequal
+  languages (a language covering few items) counting it as 0 would drag the
+  CI to 0.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import torch
 
 from interp.ilo.measures import bridge_reach, harmonic, slot_counts
 
-__all__ = ["permutation_null", "translation_share", "retrieval_accuracy", "bootstrap_ilo"]
+__all__ = ["permutation_null", "translation_share", "retrieval_accuracy", "bootstrap_ilo", "percentile_ci"]
 
 
 def permutation_null(
@@ -46,7 +50,12 @@ def translation_share(indices: torch.Tensor, codes: torch.Tensor, items: torch.T
 
 
 def retrieval_accuracy(
-    x: torch.Tensor, codes: torch.Tensor, items: torch.Tensor, n_langs: int, metric: str = "cosine"
+    x: torch.Tensor,
+    codes: torch.Tensor,
+    items: torch.Tensor,
+    n_langs: int,
+    metric: str = "cosine",
+    backend: str = "auto",
 ) -> torch.Tensor:
     """``acc[l, a, b]``: share of language-a points whose nearest language-b point is the same item.
 
@@ -59,7 +68,7 @@ def retrieval_accuracy(
     per_lang = torch.bincount(codes, minlength=n_langs).double()
     for b in range(n_langs):
         members = (codes == b).nonzero().squeeze(1)
-        found, _ = knn(x[:, members], 1, metric=metric, queries=x, exclude_self=False)  # [L, N, 1]
+        found, _ = knn(x[:, members], 1, metric=metric, queries=x, exclude_self=False, backend=backend)  # [L, N, 1]
         hit = (items[members][found[..., 0]] == items[None, :]).double()  # [L, N]
         acc[:, :, b] = torch.zeros(x.shape[0], n_langs, dtype=torch.float64).index_add_(1, codes, hit) / per_lang
         acc[:, b, b] = float("nan")
@@ -80,6 +89,7 @@ def bootstrap_ilo(
 
     Each resample draws items with replacement; a point weighs as often as its
     item was drawn. ``counts`` is :func:`~interp.ilo.measures.slot_counts`.
+    NaN where a resample holds no point of the language (ILO undefined).
     """
     n_items = int(items.max()) + 1
     generator = torch.Generator().manual_seed(seed)
@@ -95,9 +105,18 @@ def bootstrap_ilo(
     for a in range(n_langs):
         members = (codes == a).nonzero().squeeze(1)
         w = weight[:, members]  # [R, n_a]
-        total = w.sum(1, keepdim=True).clamp_min(1e-300)  # [R, 1]
-        bridge = (w @ bridged[:, members].T) / total  # [R, L]
+        total = w.sum(1, keepdim=True)  # [R, 1]
+        bridge = (w @ bridged[:, members].T) / total.clamp_min(1e-300)  # [R, L]
         slots = torch.einsum("rn,lnb->rlb", w, counts[:, members].double())  # weighted slot counts
         reach = ((slots >= min_count - 1e-9) & (slots > 0) & off_diagonal[a]).sum(-1).double() / (n_langs - 1)
-        out[:, :, a] = harmonic(bridge, reach)
+        out[:, :, a] = torch.where(total > 0, harmonic(bridge, reach), float("nan"))
     return out
+
+
+def percentile_ci(boot: torch.Tensor, low: float = 0.025, high: float = 0.975) -> tuple[torch.Tensor, torch.Tensor]:
+    """Percentile CI (default 95%) over the resamples (dim 0) of ``boot``, skipping NaN (undefined) ones.
+
+    Linear interpolation between order statistics (numpy's default); NaN
+    where every resample is NaN.
+    """
+    return boot.nanquantile(low, dim=0), boot.nanquantile(high, dim=0)
