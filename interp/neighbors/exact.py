@@ -34,26 +34,61 @@ _CHUNK_BYTES = 1 << 26  # brute force: 64 MB of float64 distances per chunk
 # Re-rank gathers [rows, kc, D] candidate vectors and converts them to float64; in 8 MB chunks the
 # gathered float32 rows are still in cache when converted and multiplied (2x faster than 64 MB chunks).
 _RERANK_CHUNK_BYTES = 1 << 23
+_U64 = 2.0**-53  # float64 unit roundoff: stage 2's own measurements and the brute-force GEMM
+_F32_UNDERFLOW = 2.0**-126  # absolute error of a float32 input or product below the normal range (flushed)
+_COSINE_SQ_NORM_RANGE = (2.0**-70, 2.0**100)  # float32 normalisation is accurate (F.normalize: eps 1e-12)
+_EUCLIDEAN_SQ_NORM_MAX = 2.0**124  # |x|² + |y|² + 2|x||y| stays below float32's 2^128
 
 
 def stage1_tolerance(queries: torch.Tensor, points: torch.Tensor, metric: str, precision: str = "ieee") -> torch.Tensor:
-    """Bound on |approximate - exact| stage-1 distance, per query: ``[M]`` float64.
+    """Bound on |approximate - exact| stage-1 distance, per query: ``[M]`` float64 (``inf``: no bound).
 
     Worst-case rounding analysis of a dot product of length D: inputs rounded
     to the arithmetic's unit roundoff ``u_in``, accumulated in float32
-    (``u = 2^-24``): ``|err(x·y)| <= (2 u_in + (D + 4) u) |x| |y|``. Cosine
-    uses unit vectors; euclidean ``|x|² + |y|² - 2 x·y`` doubles the product
-    term and adds the rounding of the norms.
+    (``u = 2^-24``; ``2^-23`` for tensor-core TF32/bf16 GEMMs, whose
+    accumulation truncates): ``|err(x·y)| <= (2 u_in + (D + 4) u) |x| |y|``.
+    Cosine uses unit vectors (the float32 normalisation adds about ``D u``);
+    euclidean ``|x|² + |y|² - 2 x·y`` doubles the product term and adds the
+    rounding of the norms, plus an absolute term for values that underflow
+    float32 (flushed or subnormal: absolute, not relative, errors).
+
+    The analysis assumes float32 neither overflows nor loses the norms to
+    underflow. Where the inputs leave that range (cosine: a nonzero squared
+    norm outside ``[2^-70, 2^100]``, so stage 1 may normalise it to zero or
+    NaN; euclidean: a squared norm above ``2^124``, where ``|x|² + |y|²``
+    overflows) the bound is ``inf``: for the query's row, or for every row
+    when the offending vector is a point (it can be anyone's neighbour).
     """
     d = queries.shape[-1]
-    u = _UNIT_ROUNDOFF["ieee"]
+    u = _UNIT_ROUNDOFF["ieee"] * (1 if precision == "ieee" else 2)
     u_in = _UNIT_ROUNDOFF[precision]
     per_product = 2 * u_in + (d + 4) * u
+    q2, p2 = _squared_norms(queries), _squared_norms(points)
     if metric == "cosine":
-        return torch.full((queries.shape[0],), 2 * per_product + 8 * u, dtype=torch.float64)
-    q2 = queries.double().pow(2).sum(-1)
-    p2_max = points.double().pow(2).sum(-1).max()
+        tol = torch.full((queries.shape[0],), 2 * per_product + 8 * u, dtype=torch.float64, device=q2.device)
+        lo, hi = _COSINE_SQ_NORM_RANGE
+        tol[(q2 > 0) & ((q2 < lo) | (q2 > hi))] = float("inf")
+        if ((p2 > 0) & ((p2 < lo) | (p2 > hi))).any():
+            tol[:] = float("inf")
+        return tol
+    p2_max = p2.max()
+    tol = _euclidean_gemm_error(d, u, per_product, q2, p2_max)
+    tol = tol + 2 * _F32_UNDERFLOW * d**0.5 * (q2.sqrt() + p2_max.sqrt()) + 8 * (d + 4) * 2.0**-149
+    tol[q2 > _EUCLIDEAN_SQ_NORM_MAX] = float("inf")
+    if p2_max > _EUCLIDEAN_SQ_NORM_MAX:
+        tol[:] = float("inf")
+    return tol
+
+
+def _euclidean_gemm_error(d: int, u: float, per_product: float, q2: torch.Tensor, p2_max: torch.Tensor) -> torch.Tensor:
+    """Rounding bound of ``|x|² + |y|² - 2 x·y`` (any evaluation order), ``|y|² <= p2_max``: ``[M]``."""
     return 2 * per_product * (q2 * p2_max).sqrt() + (d + 4) * u * (q2 + p2_max) + 8 * u * (q2 + p2_max)
+
+
+def _squared_norms(x: torch.Tensor) -> torch.Tensor:
+    """``|x|²`` per row in float64, ``[n]``, without a float64 copy of all of ``x``."""
+    rows = max(1, _RERANK_CHUNK_BYTES // (8 * x.shape[-1]))
+    return torch.cat([x[i : i + rows].double().pow(2).sum(-1) for i in range(0, x.shape[0], rows)])
 
 
 def exact_distances(
@@ -71,19 +106,23 @@ def exact_distances(
     duplicates are at exactly 0). The caller takes the square root once.
     """
     out = torch.empty(index.shape, dtype=torch.float64, device=queries.device)
-    width = max(1, index.shape[1])
-    rows = max(1, _RERANK_CHUNK_BYTES // (8 * width * queries.shape[1]))
+    # chunks of rows x candidate columns: the gathered [rows, cols, D] float64 block stays ~8 MB
+    # even for the brute force's wide candidate lists
+    cols = max(1, min(index.shape[1], _RERANK_CHUNK_BYTES // (8 * queries.shape[1])))
+    rows = max(1, _RERANK_CHUNK_BYTES // (8 * cols * queries.shape[1]))
     if metric == "cosine" and inv_points is None:
         inv_points = _inverse_norms(points)
     for start in range(0, index.shape[0], rows):
         q = queries[start : start + rows].double()
-        sel = index[start : start + rows]
-        p = points[sel].double()  # [r, kc, D]
-        if metric == "cosine":
-            dots = torch.bmm(p, q.unsqueeze(2)).squeeze(2)
-            out[start : start + rows] = 1.0 - dots * _inverse_norms(q).unsqueeze(1) * inv_points[sel]
-        else:
-            out[start : start + rows] = (p - q.unsqueeze(1)).pow_(2).sum(-1)
+        inv_q = _inverse_norms(q).unsqueeze(1) if metric == "cosine" else None
+        for c0 in range(0, index.shape[1], cols):
+            sel = index[start : start + rows, c0 : c0 + cols]
+            p = points[sel].double()  # [r, c, D]
+            if metric == "cosine":
+                dots = torch.bmm(p, q.unsqueeze(2)).squeeze(2)
+                out[start : start + rows, c0 : c0 + cols] = 1.0 - dots * inv_q * inv_points[sel]
+            else:
+                out[start : start + rows, c0 : c0 + cols] = (p - q.unsqueeze(1)).pow_(2).sum(-1)
     return out
 
 
@@ -107,31 +146,48 @@ def brute_force_rows(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact kNN of ``queries`` among all ``points``, in float64, chunked.
 
-    A float64 GEMM (error ~1e-16, far below a float32 ulp) picks the ``k + 8``
-    closest points per query with index tie-breaking; they are then measured
+    A float64 GEMM gives every distance up to a rounding bound ``tol64`` (the
+    stage-1 analysis with ``u = 2^-53``; for euclidean it grows with
+    ``|x||y|``, so a huge common offset can swamp it). Every point within
+    ``2 tol64`` (plus a float32 step) of the k-th smallest GEMM value is
+    kept -- a variable number per row, all points if need be -- and measured
     and ordered exactly like stage-2 candidates, so both paths return
-    bit-identical values. ``self_index[i]`` (or -1) is excluded.
+    bit-identical values; a point left out is provably farther than the k-th.
+    ``self_index[i]`` (or -1) is excluded. Memory: ``[rows, N]`` float64
+    chunks and ``O(N·D)``, never ``N × N``.
     Returns ``([M, k] int64, [M, k] float32)``.
     """
-    n = points.shape[0]
+    n, d = points.shape
     p = points.double()
     inv_p = _inverse_norms(p)
     p2 = p.pow(2).sum(-1)
-    width = min(n - (0 if self_index is None else 1), k + 8)  # self sorts last (inf): never taken
+    p2_max = p2.max()
     rows = max(1, _CHUNK_BYTES // (8 * n))
     out_idx, out_dist = [], []
     for start in range(0, queries.shape[0], rows):
         q = queries[start : start + rows].double()
         if metric == "cosine":
-            d = 1.0 - (q @ p.T) * _inverse_norms(q)[:, None] * inv_p[None, :]
+            g = 1.0 - (q @ p.T) * _inverse_norms(q)[:, None] * inv_p[None, :]
+            tol64 = torch.full((q.shape[0],), (2 * d + 16) * _U64, dtype=torch.float64, device=q.device)
         else:
-            d = q.pow(2).sum(-1, keepdim=True) + p2 - 2 * q @ p.T
+            q2 = q.pow(2).sum(-1)
+            g = q2[:, None] + p2 - 2 * q @ p.T
+            tol64 = _euclidean_gemm_error(d, _U64, (d + 6) * _U64, q2, p2_max)
+        keep_out = torch.zeros_like(g, dtype=torch.bool)
         if self_index is not None:
             s = self_index[start : start + rows]
             valid = s >= 0
-            d[valid.nonzero().squeeze(1), s[valid]] = float("inf")
-        candidates = torch.argsort(d.float(), dim=1, stable=True)[:, :width]
+            g[valid.nonzero().squeeze(1), s[valid]] = float("inf")
+            keep_out[valid.nonzero().squeeze(1), s[valid]] = True
+        kth = g.kthvalue(k, dim=1).values
+        # the true k-th distance is <= kth + tol64; a point with g > kth + 2 tol64 + slack is farther
+        # than it by more than float32 can merge (slack: 2^-20 relative, and float32's underflow floor)
+        slack = (kth.abs() + 2 * tol64) * 2.0**-20 + (2.0**-294 if metric == "euclidean" else 2.0**-147)
+        within = (g <= (kth + 2 * tol64 + slack)[:, None]) & ~keep_out
+        width = int(within.sum(1).max())
+        candidates = torch.argsort((~within).to(torch.uint8), dim=1, stable=True)[:, :width]
         dist64 = exact_distances(queries[start : start + rows], points, candidates, metric, inv_p)
+        dist64 = dist64.masked_fill(~within.gather(1, candidates), float("inf"))  # ragged rows: pad last
         index, final, _ = _order(dist64, candidates, metric)
         out_idx.append(index[:, :k])
         out_dist.append(final[:, :k])
@@ -183,10 +239,10 @@ def rerank(
         kth = dist64[:, k - 1]
         if metric == "euclidean":  # squared space; one float32 ulp of the distance above the k-th
             margin = (kth.sqrt() * (1 + 2.0**-22)).pow(2) - kth + 1e-30
-        else:
-            margin = kth.abs() * 2.0**-22 + 2.0**-60
+        else:  # plus the float64 rounding of the measured cosines themselves
+            margin = kth.abs() * 2.0**-22 + 2.0**-60 + (2 * queries.shape[1] + 16) * _U64
         bound = approx[rows, min(width, kc - 1)] - tol[rows]
-        pending = rows[bound <= kth + margin]
+        pending = rows[~(bound > kth + margin)]  # NaN (float32 overflow in stage 1) certifies nothing
         if pending.numel() == 0:
             return index, dist, 0
     rows_self = None if self_index is None else self_index[pending]
