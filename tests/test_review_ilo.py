@@ -220,10 +220,12 @@ def test_tensor_layers_numbered_from_zero_and_activations_layers_kept():
 # baselines
 
 
-def test_permutation_null_against_reference():
+@pytest.mark.parametrize("compat", [False, True])
+def test_permutation_null_against_reference(compat):
     x, labels, _ = unequal_case(6, sizes=(6, 3, 8, 5))
+    x[:, 7] = x[:, 0]  # a duplicate across languages (matters in compat mode)
     k, t, n_perm, seed = 4, 2, 7, 11
-    result = interp.ilo.score(x, labels, k=k, t=t, null=n_perm, seed=seed, min_count=2)
+    result = interp.ilo.score(x, labels, k=k, t=t, null=n_perm, seed=seed, min_count=2, compat=compat)
     languages = list(dict.fromkeys(labels))
     codes = [languages.index(lab) for lab in labels]
     # the permutations: the documented seeded generator, one randperm of the N points per permutation;
@@ -232,7 +234,7 @@ def test_permutation_null_against_reference():
     perms = [torch.randperm(len(labels), generator=generator).tolist() for _ in range(n_perm)]
     data = as_lists(x)
     for position in range(2):
-        neighbours = ref_neighbours(data[position], k, "cosine", False)
+        neighbours = ref_neighbours(data[position], k, "cosine", compat)
         observed = ref_scores(neighbours, labels, t, 2)
         null = {lang: [] for lang in languages}
         for perm in perms:
@@ -248,7 +250,7 @@ def test_permutation_null_against_reference():
             assert rows.loc[lang].ilo_minus_null == pytest.approx(observed[lang][3] - mean, abs=1e-12)
             if std > 0:
                 assert rows.loc[lang].z == pytest.approx((observed[lang][3] - mean) / std, rel=1e-9)
-    again = interp.ilo.score(x, labels, k=k, t=t, null=n_perm, seed=seed, min_count=2)
+    again = interp.ilo.score(x, labels, k=k, t=t, null=n_perm, seed=seed, min_count=2, compat=compat)
     assert again.table.equals(result.table)  # seeded: reproducible
 
 
@@ -284,6 +286,20 @@ def test_bootstrap_against_reference_parallel(min_count):
     for lang, (low, high) in expected.items():
         assert rows.loc[lang].ilo_ci_low == pytest.approx(low, abs=1e-12)
         assert rows.loc[lang].ilo_ci_high == pytest.approx(high, abs=1e-12)
+
+
+@pytest.mark.parametrize("compat", [False, True])
+def test_bootstrap_against_reference_unequal_languages_repeated_ids(compat):
+    # random ids: items repeat within a language and some items miss some languages
+    x, labels, ids = unequal_case(12)
+    result = interp.ilo.score(x, labels, k=3, t=2, ids=ids, bootstrap=50, seed=5, compat=compat, min_count=2)
+    for position, points in enumerate(as_lists(x)):
+        neighbours = ref_neighbours(points, 3, "cosine", compat)
+        expected = bootstrap_reference(neighbours, labels, ids, 2, 50, 5, min_count=2)
+        rows = result.table[result.table.layer == position].set_index("language")
+        for lang, (low, high) in expected.items():
+            assert rows.loc[lang].ilo_ci_low == pytest.approx(low, abs=1e-12, nan_ok=True), lang
+            assert rows.loc[lang].ilo_ci_high == pytest.approx(high, abs=1e-12, nan_ok=True), lang
 
 
 def test_bootstrap_language_absent_from_a_resample_is_not_scored_zero():
@@ -323,6 +339,16 @@ def test_retrieval_against_reference():
                         best = min(targets, key=lambda j: (ref_distance(points[i], points[j], "euclidean"), j))
                         hits.append(ids[best] == ids[i])
                 assert got == pytest.approx(sum(hits) / len(hits), abs=1e-12), (position, la, lb)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_activations_score_like_cpu():
+    # the kNN runs where the activations are; the labels live on the CPU (indexing them with CUDA neighbour
+    # indices used to raise)
+    x, labels, ids = unequal_case(13)
+    cpu = interp.ilo.score(x, labels, ids=ids, null=3, bootstrap=5, retrieval=True)
+    gpu = interp.ilo.score(x.cuda(), labels, ids=ids, null=3, bootstrap=5, retrieval=True)
+    assert gpu.table.equals(cpu.table) and torch.equal(gpu.indices, cpu.indices)
 
 
 # ----------------------------------------------------------------------------------------------------------------

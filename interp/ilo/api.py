@@ -252,6 +252,7 @@ def score(
         indices = found[..., 1:]
     else:
         indices, _ = knn(x, k, metric=metric, exclude_self=True, backend=backend)
+    indices = indices.cpu()  # scoring runs on the CPU labels (the kNN may have run on CUDA activations)
     counts = slot_counts(indices, codes, n_langs)
     scores = bridge_reach(counts, codes, n_langs, t, min_count)
 

@@ -69,7 +69,7 @@ def retrieval_accuracy(
     for b in range(n_langs):
         members = (codes == b).nonzero().squeeze(1)
         found, _ = knn(x[:, members], 1, metric=metric, queries=x, exclude_self=False, backend=backend)  # [L, N, 1]
-        hit = (items[members][found[..., 0]] == items[None, :]).double()  # [L, N]
+        hit = (items[members][found[..., 0].cpu()] == items[None, :]).double()  # [L, N]
         acc[:, :, b] = torch.zeros(x.shape[0], n_langs, dtype=torch.float64).index_add_(1, codes, hit) / per_lang
         acc[:, b, b] = float("nan")
     return acc
