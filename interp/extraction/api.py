@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -26,26 +27,36 @@ from interp.extraction.pooling import check_pooling, pool
 from interp.extraction.store import ActivationStore
 from interp.models.adapter import ModelAdapter, get_adapter
 
-__all__ = ["extract", "resolve_layers", "model_digest"]
+__all__ = ["extract", "resolve_layers", "model_digest", "context_length"]
+
+
+def _layer_index(item) -> int:
+    """``item`` as a Python int: ints and integer NumPy/torch scalars, never bools or floats."""
+    if isinstance(item, bool) or str(getattr(item, "dtype", "")) in ("bool", "torch.bool"):
+        raise TypeError(f"layer indices must be ints, got {item!r} (a bool)")
+    try:
+        return operator.index(item)
+    except TypeError:
+        raise TypeError(f"layer indices must be ints, got {item!r} ({type(item).__name__})") from None
 
 
 def resolve_layers(layers: str | int | Sequence[int], n_hidden_states: int) -> list[int]:
     """Validate ``layers`` (``"all"``, an index or a list) against ``0..L``.
 
     Negative indices count from the end (``-1`` = L, after the final norm).
+    Integer NumPy/torch scalars and arrays are accepted like ints and lists.
     Returns sorted, de-duplicated non-negative indices.
     """
     if isinstance(layers, str):
         if layers != "all":
             raise ValueError(f"layers must be 'all', an int or a list of ints, got {layers!r}")
         return list(range(n_hidden_states))
-    items = [layers] if isinstance(layers, int) else list(layers)
+    scalar = getattr(layers, "ndim", None) == 0 or not isinstance(layers, Iterable)
+    items = [_layer_index(item) for item in ([layers] if scalar else list(layers))]
     if not items:
         raise ValueError("layers is empty; pass 'all' or at least one hidden-state index")
     out = set()
     for item in items:
-        if isinstance(item, bool) or not isinstance(item, int):
-            raise TypeError(f"layer indices must be ints, got {item!r} ({type(item).__name__})")
         if not -n_hidden_states <= item < n_hidden_states:
             raise IndexError(
                 f"layer index {item} is out of range: this model has hidden-state indices "
@@ -53,6 +64,43 @@ def resolve_layers(layers: str | int | Sequence[int], n_hidden_states: int) -> l
             )
         out.add(item % n_hidden_states)
     return sorted(out)
+
+
+def _check_max_length(max_length) -> int | None:
+    if max_length is None:
+        return None
+    try:
+        if isinstance(max_length, bool):
+            raise TypeError
+        max_length = operator.index(max_length)
+    except TypeError:
+        raise TypeError(f"max_length must be a positive int or None, got {max_length!r}") from None
+    if max_length < 1:
+        raise ValueError(f"max_length must be a positive int (tokens kept per text, BOS included), got {max_length}")
+    return max_length
+
+
+def context_length(model: nn.Module) -> int | None:
+    """The most positions the (text) model accepts: ``config.max_position_embeddings``, or None."""
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "get_text_config"):
+        config = config.get_text_config()
+    limit = getattr(config, "max_position_embeddings", None)
+    return limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else None
+
+
+def _check_context(tokens: list[Tokenized], texts: list[str], model: nn.Module) -> None:
+    limit = context_length(model)
+    if limit is None:
+        return
+    too_long = [i for i, t in enumerate(tokens) if len(t.input_ids) > limit]
+    if too_long:
+        i = too_long[0]
+        raise ValueError(
+            f"text {i} ({texts[i][:40]!r}) has {len(tokens[i].input_ids)} tokens but the model accepts at most "
+            f"{limit} (config.max_position_embeddings; {len(too_long)} such texts); pass max_length={limit} "
+            "to truncate them, or shorten them"
+        )
 
 
 def _check_texts(texts) -> list[str]:
@@ -201,7 +249,9 @@ def extract(
     layer_ids = resolve_layers(layers, adapter.n_hidden_states)
     ids = _check_metadata("ids", ids, len(texts)) or list(range(len(texts)))
     labels = _check_metadata("labels", labels, len(texts))
+    max_length = _check_max_length(max_length)
     tokens = tokenize(tokenizer, texts, max_length)
+    _check_context(tokens, texts, model)
     if pooling == "mean_no_special":
         empty = [i for i, t in enumerate(tokens) if all(t.special)]
         if empty:
@@ -214,7 +264,7 @@ def extract(
 
     n = len(texts)
     shard_ranges = [range(s, min(s + shard_size, n)) for s in range(0, n, shard_size)]
-    sink, done = None, set()
+    sink, done, fresh, dir_existed = None, set(), False, True
     if store is not None:
         try:
             json.dumps([ids, labels])
@@ -243,6 +293,7 @@ def extract(
             "pooling": pooling,
             "model_name": model_name,
         }
+        fresh, dir_existed = sink.manifest() is None, sink.path.exists()
         done = sink.begin(header)
 
     todo = [i for i in range(len(shard_ranges)) if i not in done]
@@ -250,17 +301,25 @@ def extract(
     pad_id = _pad_id(tokenizer)
     lengths = [len(t.input_ids) for t in tokens]
     total = sum(len(shard_ranges[i]) for i in todo)
-    with tqdm(total=total, disable=not progress or total == 0, desc=f"extract[{backend}]", unit="text") as bar:
-        if todo:
-            with get_backend(backend)(model, tokenizer, adapter, layer_ids) as runner:
-                for i in todo:
-                    shard = _run_shard(
-                        runner, tokens, lengths, shard_ranges[i], batch_size, pooling, pad_id, padding_side, dtype, bar
-                    )
-                    if sink is not None:
-                        sink.commit(i, shard)
-                    else:
-                        results.append(shard)
+    try:
+        with tqdm(total=total, disable=not progress or total == 0, desc=f"extract[{backend}]", unit="text") as bar:
+            if todo:
+                with get_backend(backend)(model, tokenizer, adapter, layer_ids) as runner:
+                    for i in todo:
+                        shard = _run_shard(
+                            runner, tokens, lengths, shard_ranges[i], batch_size, pooling, pad_id, padding_side,
+                            dtype, bar,
+                        )  # fmt: skip
+                        if sink is not None:
+                            sink.commit(i, shard)
+                        else:
+                            results.append(shard)
+    except BaseException:
+        # a store this call created and committed nothing to would only refuse the corrected call
+        # (e.g. a smaller batch_size after an out-of-memory error): take it away again
+        if sink is not None and fresh:
+            sink.abandon(remove_dir=not dir_existed)
+        raise
     if sink is not None:
         return sink.load(verify=False)  # begin() verified resumed shards; the rest were just written
     lengths = torch.cat([r["lengths"] for r in results]) if pooling == "none" else None

@@ -1,10 +1,13 @@
 """Tokenise once, then cut length-sorted, padded batches.
 
 Texts are tokenised one by one exactly as a batch-1 loop would
-(``add_special_tokens=True``, so BOS is kept, no truncation unless asked),
-then grouped into batches of similar length (longest first, so an
-out-of-memory error shows up on the first batch rather than the last), and
-padded on the requested side. ``position_ids`` are computed from the
+(``add_special_tokens=True``, so BOS is kept, no truncation unless asked).
+A token is *special* if the tokenizer added it or its id is one of
+``tokenizer.all_special_ids`` -- a ``"<bos>"`` or ``"<eos>"`` written in the
+text becomes that special token, and ``"mean_no_special"`` leaves it out too.
+Tokenised texts are grouped into batches of similar length (longest first,
+so an out-of-memory error shows up on the first batch rather than the last),
+and padded on the requested side. ``position_ids`` are computed from the
 attention mask, so left padding does not shift rotary positions: each real
 token gets the position it has when its text runs alone.
 """
@@ -39,6 +42,7 @@ class Batch:
 
 def tokenize(tokenizer, texts: list[str], max_length: int | None = None) -> list[Tokenized]:
     """Tokenise each text alone; raise if a text yields no tokens."""
+    special_ids = frozenset(getattr(tokenizer, "all_special_ids", None) or ())
     out = []
     for i, text in enumerate(texts):
         enc = tokenizer(
@@ -52,7 +56,8 @@ def tokenize(tokenizer, texts: list[str], max_length: int | None = None) -> list
         ids = list(enc["input_ids"])
         if not ids:
             raise ValueError(f"text {i} ({text[:40]!r}) tokenises to zero tokens; remove it or add special tokens")
-        out.append(Tokenized(ids, list(enc["special_tokens_mask"])))
+        added = enc["special_tokens_mask"]
+        out.append(Tokenized(ids, [int(bool(a) or i in special_ids) for i, a in zip(ids, added, strict=True)]))
     return out
 
 

@@ -155,6 +155,22 @@ class ActivationStore:
         manifest["complete"] = len(manifest["committed"]) == len(manifest["shards"])
         _write_json_atomic(self.manifest_path, manifest)
 
+    def abandon(self, remove_dir: bool) -> bool:
+        """Delete a store that has no committed shard (its manifest and temporary files).
+
+        ``remove_dir`` also removes the directory if it is then empty. A store
+        with committed shards is left alone. Returns whether anything was removed.
+        """
+        manifest = self.manifest()
+        if manifest is None or manifest["committed"]:
+            return False
+        for tmp in [*self.path.glob(".shard-*.safetensors.tmp"), self.path / f".{MANIFEST}.tmp"]:
+            tmp.unlink(missing_ok=True)
+        self.manifest_path.unlink()
+        if remove_dir and not any(self.path.iterdir()):
+            self.path.rmdir()
+        return True
+
     def progress(self) -> tuple[int, int]:
         """``(committed shards, total shards)``."""
         manifest = self.manifest()
