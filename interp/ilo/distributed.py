@@ -42,6 +42,7 @@ import torch
 import torch.distributed as dist
 
 from interp.ilo.api import ILOResult, _check, _codes, _inputs, _tables
+from interp.ilo.baselines import percentile_ci
 from interp.ilo.measures import harmonic, slot_counts
 from interp.neighbors.distributed import (
     DEFAULT_TIMEOUT,
@@ -105,10 +106,11 @@ def _bootstrap(counts, codes, codes_local, items, lo, n_langs, t, n_boot, seed, 
         part = torch.cat([(w @ bridged[:, members].T).unsqueeze(-1),
                           torch.einsum("rn,lnb->rlb", w, counts[:, members].double())], -1)  # fmt: skip
         part = _all_reduce(part, f"reducing bootstrap sums of language {a}", group, timeout)
-        total = item_weight[:, items[codes == a]].sum(1, keepdim=True).clamp_min(1e-300)
-        bridge, slots = part[..., 0] / total, part[..., 1:]
+        total = item_weight[:, items[codes == a]].sum(1, keepdim=True)
+        bridge, slots = part[..., 0] / total.clamp_min(1e-300), part[..., 1:]
         reach = ((slots >= min_count - 1e-9) & (slots > 0) & off_diagonal[a]).sum(-1).double() / (n_langs - 1)
-        out[:, :, a] = harmonic(bridge, reach)
+        # a resample that drew none of language a's items leaves its ILO undefined (skipped by the CI)
+        out[:, :, a] = torch.where(total > 0, harmonic(bridge, reach), float("nan"))
     return out
 
 
@@ -189,6 +191,7 @@ def score_sharded(
     codes, languages = _codes([label for s in shared for label in s[2]])
     all_ids = None if ids is None else [i for s in shared for i in s[3]]
     items = _check(codes, languages, all_ids, k, t, min_count, bootstrap, retrieval)
+    k, t, min_count = int(k), int(t), int(min_count)  # numpy integers are accepted
     n_langs, n_points = len(languages), len(codes)
     codes_local = codes[lo : lo + len(langs)]
     per_lang = torch.bincount(codes, minlength=n_langs)
@@ -232,8 +235,7 @@ def score_sharded(
         )
     if bootstrap:
         boot = _bootstrap(counts, codes, codes_local, items, lo, n_langs, t, bootstrap, seed, min_count, group, timeout)
-        columns["ilo_ci_low"] = boot.quantile(0.025, dim=0)
-        columns["ilo_ci_high"] = boot.quantile(0.975, dim=0)
+        columns["ilo_ci_low"], columns["ilo_ci_high"] = percentile_ci(boot)
 
     table, by_layer = _tables(columns, layers, languages)
     params = {"k": k, "t": t, "metric": metric, "compat": compat, "min_count": min_count, "null": null,
