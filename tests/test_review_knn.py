@@ -167,3 +167,18 @@ def test_stage1_tolerance_is_an_upper_bound_on_the_blocked_stage1_error():
             true = 1.0 - (U[:, None, :] * U[cand]).sum(-1)
         tol = stage1_tolerance(X, X, metric)
         assert ((approx.double() - true).abs() <= tol[:, None]).all(), metric
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("n", [40, 700])
+def test_k_equals_n_minus_one_when_stage1_overflows(backend, n):
+    """With kc = N - 1 every point is a candidate and no certificate is checked: the candidate list
+    itself must be trustworthy (NaN scores gave self / repeated points, FAISS gave -1 indices)."""
+    _backend(backend)
+    X = _data(n, 8) * 1e20
+    for k in (n - 1, n - 2):
+        indices, distances = interp.knn(
+            X, k, metric="euclidean", backend=backend, block=256 if backend == "torch" else None
+        )
+        assert_exact(indices, distances, X, k, "euclidean")
+        assert (indices != torch.arange(n)[:, None]).all()

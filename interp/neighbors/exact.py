@@ -228,14 +228,21 @@ def rerank(
     inv_points = _inverse_norms(points) if metric == "cosine" else None  # shared by every tier
     index = torch.empty((m, k), dtype=torch.int64, device=candidates.device)
     dist = torch.empty((m, k), dtype=torch.float32, device=candidates.device)
-    pending = torch.arange(m, device=candidates.device)
+    # rows whose stage 1 fell outside its error analysis (float32 over/underflow: tol = inf; FAISS
+    # pads with -1) have no usable candidate list: straight to brute force
+    usable = torch.isfinite(tol) & (candidates >= 0).all(1)
+    unusable = (~usable).nonzero().squeeze(1)
+    pending = usable.nonzero().squeeze(1)
     for width in sorted({min(kc, k + 1), kc}):
+        if pending.numel() == 0:
+            break
         rows = pending
         dist64 = exact_distances(queries[rows], points, candidates[rows, :width], metric, inv_points)
         idx, final, dist64 = _order(dist64, candidates[rows, :width], metric)
         index[rows], dist[rows] = idx[:, :k], final[:, :k]
-        if width >= n_available:
-            return index, dist, 0
+        if width >= n_available:  # every available point was measured
+            pending = pending[:0]
+            break
         kth = dist64[:, k - 1]
         if metric == "euclidean":  # squared space; one float32 ulp of the distance above the k-th
             margin = (kth.sqrt() * (1 + 2.0**-22)).pow(2) - kth + 1e-30
@@ -243,8 +250,9 @@ def rerank(
             margin = kth.abs() * 2.0**-22 + 2.0**-60 + (2 * queries.shape[1] + 16) * _U64
         bound = approx[rows, min(width, kc - 1)] - tol[rows]
         pending = rows[~(bound > kth + margin)]  # NaN (float32 overflow in stage 1) certifies nothing
-        if pending.numel() == 0:
-            return index, dist, 0
+    pending = torch.cat([pending, unusable])
+    if pending.numel() == 0:
+        return index, dist, 0
     rows_self = None if self_index is None else self_index[pending]
     index[pending], dist[pending] = brute_force_rows(queries[pending], points, k, metric, rows_self)
     return index, dist, int(pending.numel())
