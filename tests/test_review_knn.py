@@ -182,3 +182,62 @@ def test_k_equals_n_minus_one_when_stage1_overflows(backend, n):
         )
         assert_exact(indices, distances, X, k, "euclidean")
         assert (indices != torch.arange(n)[:, None]).all()
+
+
+# ---------------------------------------------------------------- areas that held (kept as regression tests)
+
+
+def _adversarial_sets() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(6)
+    norms = torch.randn(130, 32, generator=g)
+    norms[:20] *= 1e4  # rows of wildly different norms
+    norms[20:40] *= 1e-4
+    near = torch.randn(130, 24, generator=g)
+    near[30:60] = near[30] + 1e-7 * torch.randn(30, 24, generator=g)  # near-duplicates at 1e-7
+    zeros = torch.randn(130, 24, generator=g)
+    zeros[[3, 9, 77]] = 0.0
+    return {
+        "offset": 1e4 + torch.randn(130, 48, generator=g),  # cancellation in |x|² + |y|² - 2 x·y
+        "norms": norms,
+        "near": near,
+        "zeros": zeros,
+        "lattice": torch.randint(-1, 2, (130, 5), generator=g).float() * 0.1 + 0.3,  # exact ties, non-dyadic
+        "wide": torch.randn(40, 4096, generator=g),
+        "noncontiguous": torch.randn(24, 130, generator=g).T,
+        "float64": torch.randn(130, 24, generator=g, dtype=torch.float64),
+    }
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_adversarial_inputs_that_held(backend, metric):
+    _backend(backend)
+    for X in _adversarial_sets().values():
+        n = X.shape[0]
+        for k in (1, 7, n - 1):
+            for block in (None, 37) if backend == "torch" else (None,):
+                indices, distances = interp.knn(X, k, metric=metric, backend=backend, block=block)
+                assert_exact(indices, distances, X, k, metric)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_two_level_selection_with_ties_and_queries(metric):
+    """N = 1200 so that blocked.select's pruned two-level path runs (lines >= 32·kc), with a block of
+    duplicates larger than kc, blocks that do not divide N, queries, exclude_self with queries, a batch
+    and float16 input."""
+    g = torch.Generator().manual_seed(7)
+    X = torch.randn(1200, 12, generator=g)
+    X[600:640] = X[5]  # 41 copies: ties straddle k and kc
+    for block in (None, 500):
+        indices, distances = interp.knn(X, 5, metric=metric, backend="torch", block=block)
+        assert_exact(indices, distances, X, 5, metric)
+    Q = X[:150] + 0.01 * torch.randn(150, 12, generator=g)
+    indices, distances = interp.knn(X, 6, metric=metric, backend="torch", queries=Q)
+    assert_exact(indices, distances, X, 6, metric, queries=Q)
+    Y = X + 0.01 * torch.randn(1200, 12, generator=g)
+    indices, distances = interp.knn(X, 6, metric=metric, backend="torch", queries=Y, exclude_self=True)
+    assert_exact(indices, distances, X, 6, metric, queries=Y, exclude_self=True)
+    B = torch.stack([X[:300], X[300:600].half().float()]).half()
+    indices, distances = interp.knn(B, 4, metric=metric, backend="torch")
+    for b in range(2):
+        assert_exact(indices[b], distances[b], B[b].float(), 4, metric)
