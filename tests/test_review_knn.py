@@ -241,3 +241,22 @@ def test_two_level_selection_with_ties_and_queries(metric):
     indices, distances = interp.knn(B, 4, metric=metric, backend="torch")
     for b in range(2):
         assert_exact(indices[b], distances[b], B[b].float(), 4, metric)
+
+
+@pytest.mark.xfail(
+    strict=True, reason="api.torch_matmul_precision calls torch.get_float32_matmul_precision, which raises"
+)
+def test_new_fp32_precision_api_does_not_break_knn():
+    """torch >= 2.9's recommended ``torch.backends.cuda.matmul.fp32_precision = "tf32"`` makes
+    ``torch.get_float32_matmul_precision()`` raise ("mix of the legacy and new APIs"), so the torch
+    backend's precision probe crashes every knn call. Run in a subprocess: the setting is global."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch, interp\n"
+        "torch.backends.cuda.matmul.fp32_precision = 'tf32'\n"
+        "interp.knn(torch.randn(30, 4), 3, backend='torch')\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-1000:]
