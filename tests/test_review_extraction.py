@@ -85,6 +85,20 @@ def test_layer_selection_matches_hidden_state_numbering(llama, tok):
         assert within(acts.tensor, full[expected]), layers
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_layer_subsets_on_every_backend(llama, tok, backend):
+    """Embeddings only (the forward stops in block 0's pre-hook), the final norm only, an unsorted pair."""
+    texts = ["subset", "", "q"]
+    expected = reference(llama, tok, texts, "last")
+    for layers, indices in (([0], [0]), ([-1], [4]), ([3, 1], [1, 3])):
+        acts = interp.extract(
+            llama, tok, texts, layers=layers, pooling="last", backend=backend, batch_size=3, padding_side="left",
+            progress=False,
+        )  # fmt: skip
+        assert acts.layers == indices
+        assert within(acts.tensor, expected[indices]), layers
+
+
 @pytest.mark.parametrize("layers", [5, -6, [0, 99], np.int64(5)])
 def test_layer_out_of_range(llama, tok, tmp_path, layers):
     with pytest.raises(IndexError, match=r"out of range.*0\.\.4"):
@@ -367,8 +381,8 @@ def test_failed_first_shard_keeps_a_directory_the_user_made(llama, tok, tmp_path
     ("change", "key"),
     [
         ({"texts": ["one", "two", "four"]}, "texts"),
-        ({"ids": ["a", "b", "c"]}, "texts"),
-        ({"labels": ["x", "y", "w"]}, "texts"),
+        ({"ids": ["a", "b", "c"]}, "ids"),  # before the fix both were reported as "texts"
+        ({"labels": ["x", "y", "w"]}, "labels"),
         ({"max_length": 2}, "max_length"),
         ({"dtype": torch.float16}, "dtype"),
         ({"backend": "nnsight"}, "backend"),
@@ -382,9 +396,26 @@ def test_store_refuses_mismatched_settings(llama, tok, tmp_path, change, key):
     interp.extract(llama, tok, store=store, progress=False, **base)
     manifest = (store / "manifest.json").read_bytes()
     stats = _shard_stats(store)
-    with pytest.raises(StoreError, match=f"differs in: .*{key}"):
+    with pytest.raises(StoreError, match=rf"differs in: {key}\)"):  # only what changed is named
         interp.extract(llama, tok, store=store, progress=False, **{**base, **change})
     assert (store / "manifest.json").read_bytes() == manifest and _shard_stats(store) == stats
+
+
+def test_store_corrupt_manifest_or_file_path(llama, tok, tmp_path):
+    store = tmp_path / "s"
+    interp.extract(llama, tok, ["a", "b"], store=store, progress=False)
+    (store / "manifest.json").write_text('{"format": "interp.activ')  # e.g. edited by hand, truncated
+    with pytest.raises(StoreError, match="not valid JSON"):
+        interp.extract(llama, tok, ["a", "b"], store=store, progress=False)
+    with pytest.raises(StoreError, match="not valid JSON"):
+        ActivationStore(store).load()
+    (store / "manifest.json").write_text("[1, 2]")
+    with pytest.raises(StoreError, match="not an interp activation store"):
+        ActivationStore(store).load()
+    (tmp_path / "file.bin").write_bytes(b"mine")
+    with pytest.raises(StoreError, match="is a file"):
+        interp.extract(llama, tok, ["a"], store=tmp_path / "file.bin", progress=False)
+    assert (tmp_path / "file.bin").read_bytes() == b"mine"
 
 
 def test_store_refuses_other_weights(tok, tmp_path):

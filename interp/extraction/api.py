@@ -140,8 +140,8 @@ def model_digest(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _texts_digest(texts: list[str], ids: list, labels: list | None) -> str:
-    payload = json.dumps([texts, ids, labels], ensure_ascii=False, default=str)
+def _json_digest(values) -> str:
+    payload = json.dumps(values, ensure_ascii=False, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -276,7 +276,9 @@ def extract(
                 "model": model_name,
                 "model_digest": model_digest(model),
                 "tokenizer": f"{type(tokenizer).__name__}:{getattr(tokenizer, 'name_or_path', '')}:{len(tokenizer)}",
-                "texts": _texts_digest(texts, ids, labels),
+                "texts": _json_digest(texts),  # one key each, so a refusal names what changed
+                "ids": _json_digest(ids),
+                "labels": _json_digest(labels),
                 "layers": layer_ids,
                 "pooling": pooling,
                 "dtype": str(dtype),

@@ -93,10 +93,16 @@ class ActivationStore:
         """The manifest, or None if the directory holds no store yet."""
         if not self.manifest_path.is_file():
             return None
-        with open(self.manifest_path, encoding="utf-8") as handle:
-            manifest = json.load(handle)
-        if manifest.get("format") != FORMAT:
-            found = manifest.get("format")
+        try:
+            with open(self.manifest_path, encoding="utf-8") as handle:
+                manifest = json.load(handle)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise StoreError(
+                f"{self.manifest_path} is not valid JSON ({err}); the store cannot be trusted -- "
+                "delete the directory to start over"
+            ) from err
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+            found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
             raise StoreError(f"{self.manifest_path} is not an interp activation store (format {found!r})")
         return manifest
 
@@ -110,6 +116,8 @@ class ActivationStore:
         ``header`` holds ``fingerprint``, ``shards`` ([start, stop] ranges) and
         the metadata that :meth:`load` needs.
         """
+        if self.path.exists() and not self.path.is_dir():
+            raise StoreError(f"store path {self.path} is a file; pass a directory (new or empty) for the store")
         existing = self.manifest()
         if existing is None:
             if self.path.exists() and any(self.path.iterdir()):
