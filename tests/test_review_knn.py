@@ -243,9 +243,6 @@ def test_two_level_selection_with_ties_and_queries(metric):
         assert_exact(indices[b], distances[b], B[b].float(), 4, metric)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="api.torch_matmul_precision calls torch.get_float32_matmul_precision, which raises"
-)
 def test_new_fp32_precision_api_does_not_break_knn():
     """torch >= 2.9's recommended ``torch.backends.cuda.matmul.fp32_precision = "tf32"`` makes
     ``torch.get_float32_matmul_precision()`` raise ("mix of the legacy and new APIs"), so the torch

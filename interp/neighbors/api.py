@@ -75,16 +75,26 @@ def _auto_backend(device: torch.device, kc: int) -> str:
     return "torch"
 
 
-def torch_matmul_precision() -> str:
-    """What torch's float32 matmuls really compute in, as a stage-1 precision.
+def torch_matmul_precision(device: torch.device) -> str:
+    """What torch's float32 matmuls on ``device`` really compute in, as a stage-1 precision.
 
-    ``torch.set_float32_matmul_precision("high")`` (or
-    ``torch.backends.cuda.matmul.allow_tf32 = True``, common in notebooks) lets
-    float32 GEMMs use TF32, ``"medium"`` bf16. The torch backend's stage 1 is
-    such a GEMM, so its error bound -- and the certification built on it --
-    must follow the global setting rather than assume fp32.
+    ``torch.set_float32_matmul_precision("high")``, ``torch.backends.cuda.matmul.allow_tf32 = True``
+    or torch >= 2.9's ``torch.backends.cuda.matmul.fp32_precision = "tf32"`` (common in notebooks)
+    let float32 GEMMs use TF32; ``"medium"`` / ``"bf16"`` use bf16. The torch backend's stage 1 is
+    such a GEMM, so its error bound -- and the certification built on it -- must follow the global
+    setting rather than assume fp32. Unknown or contradictory settings get the widest bound.
     """
-    return {"highest": "ieee", "high": "tf32"}.get(torch.get_float32_matmul_precision(), "bf16")
+    backend = torch.backends.cuda.matmul if device.type == "cuda" else torch.backends.mkldnn.matmul
+    setting = getattr(backend, "fp32_precision", "none")  # torch >= 2.9: "ieee" | "tf32" | "bf16" | "none"
+    if setting == "none":
+        setting = getattr(torch.backends, "fp32_precision", "none")
+    if setting in PRECISIONS:
+        return setting
+    try:
+        legacy = torch.get_float32_matmul_precision()
+    except RuntimeError:  # torch refuses to read a mix of the legacy and the new API
+        return "bf16"
+    return {"highest": "ieee", "high": "tf32"}.get(legacy, "bf16")
 
 
 def knn(
@@ -164,7 +174,7 @@ def knn(
     Xs = X if batched else X.unsqueeze(0)
     Qs = None if Q is None else (Q if batched else Q.unsqueeze(0))
     out_i, out_d, fallback = [], [], 0
-    stage1_precision = {"triton": precision, "torch": torch_matmul_precision(), "faiss": "ieee"}[chosen]
+    stage1_precision = {"triton": precision, "torch": torch_matmul_precision(X.device), "faiss": "ieee"}[chosen]
     if chosen == "triton":
         from interp.neighbors.triton_kernel import triton_candidates
 
