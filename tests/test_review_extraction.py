@@ -176,6 +176,24 @@ def test_gemma_edge_texts_and_in_text_specials(gemma):
     assert within(acts.tensor, expected[[6]], rel=1e-5)
 
 
+@pytest.mark.gemma
+def test_gemma_float16_overflow_is_an_error(gemma):
+    """Gemma's residual stream passes float16's 65504 (BOS alone reaches ~1e5 at index 12).
+
+    Failing input before the fix: ``dtype=torch.float16`` returned inf without a word."""
+    model, tokenizer = gemma
+    states, ids = hf_states(model, tokenizer, "")
+    assert states[12].abs().max() > torch.finfo(torch.float16).max  # the premise, from HF itself
+    with pytest.raises(ValueError, match=r"index 12 reaches .*float16.*dtype=torch.bfloat16"):
+        interp.extract(model, tokenizer, [""], layers=[12], dtype=torch.float16, progress=False)
+    acts = interp.extract(model, tokenizer, [""], layers=[3, 12], dtype=torch.bfloat16, progress=False)
+    assert acts.tensor.dtype == torch.bfloat16 and torch.isfinite(acts.tensor).all()
+    expected = states[[3, 12]].mean(dim=1)  # [2, D]: mean over the one token
+    assert torch.allclose(acts.tensor[:, 0].double(), expected, rtol=2**-8, atol=0)
+    as_numpy = acts.numpy()  # NumPy has no bfloat16: widened exactly
+    assert as_numpy.dtype == np.float32 and np.array_equal(as_numpy, acts.tensor.float().numpy())
+
+
 def tiny_gemma3() -> Gemma3ForCausalLM:
     """A random Gemma 3 text model with a 3-token sliding window, alternating with full attention."""
     torch.manual_seed(0)

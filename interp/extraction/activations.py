@@ -70,7 +70,9 @@ class Activations:
         return self.tensor[:, start : start + n]
 
     def numpy(self) -> np.ndarray:
-        """The tensor as a NumPy array (shares memory for float32)."""
+        """The tensor as a NumPy array (shares memory; bfloat16, which NumPy lacks, is widened to float32 exactly)."""
+        if self.tensor.dtype == torch.bfloat16:
+            return self.tensor.float().numpy()
         return self.tensor.numpy()
 
     def __repr__(self) -> str:

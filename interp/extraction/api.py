@@ -153,6 +153,24 @@ def _pad_id(tokenizer) -> int:
     return 0  # any valid id: padded positions are masked out
 
 
+def _check_fits(per_layer: list, layers: list[int], dtype: torch.dtype) -> None:
+    """Refuse to cast finite float32 states that overflow ``dtype`` (silent inf otherwise).
+
+    Gemma-style residual streams reach ~1e5, past float16's 65504.
+    """
+    limit = torch.finfo(dtype).max
+    if limit >= torch.finfo(torch.float32).max:
+        return
+    for index, out in zip(layers, per_layer, strict=True):
+        values = torch.cat(out) if isinstance(out, list) else out
+        peak = values.abs().nan_to_num(nan=0.0, posinf=0.0).amax().item() if values.numel() else 0.0
+        if peak > limit:
+            raise ValueError(
+                f"hidden-state index {index} reaches |h| = {peak:.4g}, beyond the range of {dtype} "
+                f"(max {limit:.4g}): the result would hold inf. Use dtype=torch.bfloat16 or torch.float32"
+            )
+
+
 def _run_shard(
     runner,
     tokens: list[Tokenized],
@@ -175,6 +193,7 @@ def _run_shard(
         mask = batch.attention_mask.to(runner.device)
         special = batch.special_mask.to(runner.device)
         per_layer = [pool(hidden[index], mask, special, pooling) for index in layers]
+        _check_fits(per_layer, layers, dtype)
         for b, row in enumerate(batch_rows):
             pooled[row] = [layer_out[b].to("cpu", dtype) for layer_out in per_layer]
         bar.update(len(batch_rows))
