@@ -480,3 +480,33 @@ def test_store_needs_json_metadata_before_writing(llama, tok, tmp_path):
     with pytest.raises(TypeError, match="JSON"):
         interp.extract(llama, tok, ["a"], ids=[object()], store=tmp_path / "s", progress=False)
     assert not os.path.exists(tmp_path / "s")
+
+
+# -- interp.data loaders ------------------------------------------------------------------------
+
+
+def test_flores_lines_split_on_newline_only(tmp_path):
+    """FLORES files hold one sentence per "\\n" line. Failing input before the fix: a sentence with
+    U+2028 (or U+0085, \\x0c) was cut in two by str.splitlines(), shifting every later id."""
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev" / "eng_Latn.dev").write_text("one\u2028still one\ntwo\x85x\nthree\r\n", encoding="utf-8")
+    (tmp_path / "dev" / "fra_Latn.dev").write_text("un\ndeux\ntrois", encoding="utf-8")
+    corpus = interp.data.load_parallel(f"flores200:{tmp_path}")
+    assert corpus.ids == (0, 1, 2)
+    assert corpus.texts["eng_Latn"] == ("one\u2028still one", "two\x85x", "three")
+    assert corpus.texts["fra_Latn"] == ("un", "deux", "trois")
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"lang": "en", "id": 1, "text": "a"', r"rows\.jsonl:2: not valid JSON"),
+        ('["en", 1, "a"]', r"rows\.jsonl:2: expected an object"),
+        ('{"lang": "en", "id": 2, "text": null}', r"rows\.jsonl:2: 'text' must be a string"),
+    ],
+)
+def test_jsonl_bad_rows_name_the_line(tmp_path, line, message):
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"lang": "en", "id": 0, "text": "fine"}\n' + line + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=message):
+        interp.data.load_parallel(f"jsonl:{path}")

@@ -165,7 +165,12 @@ def _from_flores(directory: str, langs, split: str, align: str) -> ParallelCorpu
     langs = _check_langs(langs, order, f"flores200:{directory}")
     rows = {}
     for code in langs:
-        lines = (root / f"{code}.{split}").read_text(encoding="utf-8").splitlines()
+        # one sentence per "\n" line: str.splitlines() would also cut at U+2028, U+0085, \x0c, ...
+        # inside a sentence and shift every later id
+        text = (root / f"{code}.{split}").read_text(encoding="utf-8")
+        lines = [line.removesuffix("\r") for line in text.split("\n")]
+        if lines and lines[-1] == "":
+            lines.pop()  # the final newline ends the last line, it does not start another
         rows[code] = dict(enumerate(lines))
     return _align(rows, align, f"flores200:{directory}")
 
@@ -176,10 +181,17 @@ def _from_jsonl(path: str, langs, align: str) -> ParallelCorpus:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
-            row = json.loads(line)
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{number}: not valid JSON ({err})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{number}: expected an object {{lang, id, text}}, got {type(row).__name__}")
             missing = {"lang", "id", "text"} - row.keys()
             if missing:
                 raise ValueError(f"{path}:{number}: row lacks {sorted(missing)}")
+            if not isinstance(row["text"], str) or isinstance(row["id"], (list, dict)):
+                raise ValueError(f"{path}:{number}: 'text' must be a string and 'id' a string or number")
             table = rows.setdefault(row["lang"], {})
             if row["id"] in table:
                 raise ValueError(f"{path}:{number}: duplicate id {row['id']!r} for {row['lang']}")
