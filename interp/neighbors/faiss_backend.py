@@ -50,5 +50,7 @@ def faiss_candidates(
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
+    """Unit rows (zero rows stay zero); norms in float64, so float32 rows near overflow/underflow work."""
+    x = x.astype(np.float64)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.where(norms > 0, x / np.maximum(norms, np.finfo(np.float32).tiny), 0.0).astype(np.float32)
+    return np.where(norms > 0, x / np.where(norms > 0, norms, 1.0), 0.0).astype(np.float32)
