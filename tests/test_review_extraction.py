@@ -219,6 +219,14 @@ def test_sliding_window_model_padding_invariant(tok, backend):
             assert within(acts.tokens(j), states), (side, j)
 
 
+def test_text_with_a_lone_surrogate(llama, tok, tmp_path):
+    """Failing input before the fix: "ok\\ud800" raised the tokenizer's "TextEncodeInput must be
+    Union[...]" TypeError, which names neither the text nor the problem."""
+    with pytest.raises(ValueError, match=r"text 1 .* not valid Unicode .*surrogate.* position 2"):
+        interp.extract(llama, tok, ["fine", "ok\ud800"], store=tmp_path / "s", progress=False)
+    assert not (tmp_path / "s").exists()
+
+
 # -- truncation and the model's context length --------------------------------------------------
 
 

@@ -113,6 +113,14 @@ def _check_texts(texts) -> list[str]:
     if bad:
         shown = ", ".join(f"#{i} is {name}" for i, name in bad[:5])
         raise TypeError(f"texts must all be strings; {len(bad)} are not ({shown})")
+    for i, text in enumerate(texts):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:  # lone surrogates, e.g. from a bad decode: no tokenizer takes them
+            raise ValueError(
+                f"text {i} ({text[:40]!r}) is not valid Unicode ({err.reason} at position {err.start}); "
+                "clean it, e.g. text.encode('utf-8', 'replace').decode('utf-8')"
+            ) from None
     return texts
 
 
