@@ -336,6 +336,25 @@ def test_model_restored_after_an_error_mid_extraction(tok, backend):
     assert model.training
 
 
+def test_bare_base_model(tok, tmp_path):
+    """A bare ``LlamaModel`` (no LM head): hf and nnsight extract it; TransformerLens cannot wrap it.
+    Failing input before the fix: backend="transformer_lens" raised "'LlamaModel' object has no
+    attribute 'model'" from inside the bridge."""
+    full = tiny_llama(n_layers=2, d_model=32, seed=2)
+    texts = ["bare", "", "model"]
+    expected = reference(full, tok, texts, "mean")
+    before = model_state(full)
+    for backend in ("hf", "nnsight"):
+        acts = interp.extract(
+            full.model, tok, texts, backend=backend, batch_size=3, padding_side="left", progress=False
+        )
+        assert within(acts.tensor, expected), backend
+    with pytest.raises(ValueError, match=r"transformer_lens.*LM head.*bare LlamaModel.*backend='hf'"):
+        interp.extract(full.model, tok, texts, backend="transformer_lens", store=tmp_path / "s", progress=False)
+    assert not (tmp_path / "s").exists()
+    assert_same_state(before, model_state(full))
+
+
 # -- the resumable store -------------------------------------------------------------------------
 
 

@@ -52,6 +52,12 @@ class TransformerLensBackend(Backend):
             from transformer_lens.model_bridge import TransformerBridge
         except ImportError as err:  # pragma: no cover - a declared dependency
             raise ImportError("backend='transformer_lens' needs transformer-lens>=4.3,<5") from err
+        if self.adapter.lm_head is None:
+            raise ValueError(
+                f"backend='transformer_lens' needs the full language model with its LM head, got the bare "
+                f"{type(self.model).__name__} (TransformerBridge cannot wrap it); pass the ...ForCausalLM model, "
+                "or use backend='hf' or 'nnsight', which work on bare models"
+            )
         config = self.model.config
         if not getattr(config, "architectures", None):
             config.architectures = [type(self.model).__name__]  # restored by the guard
