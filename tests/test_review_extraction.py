@@ -14,7 +14,14 @@ import os
 import numpy as np
 import pytest
 import torch
-from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+from transformers import (
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
+    GPT2Config,
+    GPT2LMHeadModel,
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
+)
 
 import interp
 from interp.extraction import ActivationStore, StoreError
@@ -26,12 +33,14 @@ BACKENDS = ["hf", "transformer_lens", "nnsight"]
 EDGE_TEXTS = ["", "x", "a considerably longer text than the rest of this batch", "mid length", "ab"]
 
 
-def hf_states(model, tokenizer, text: str, max_length: int | None = None) -> tuple[torch.Tensor, list[int]]:
+def hf_states(
+    model, tokenizer, text: str, max_length: int | None = None, backbone=None
+) -> tuple[torch.Tensor, list[int]]:
     """``[L+1, T, D]`` float64 hidden states of one unpadded text, and its token ids."""
     ids = tokenizer(text)["input_ids"]
     if max_length is not None:
         ids = ids[:max_length]  # every tokenizer here puts its only added special token (BOS) first
-    backbone = model.model  # HF's own decoder stack without the LM head (gemma's head is 262k x 640)
+    backbone = backbone or model.model  # HF's decoder stack without the LM head (gemma's is 262k x 640)
     with torch.no_grad():
         out = backbone(input_ids=torch.tensor([ids]), output_hidden_states=True)
     return torch.stack(out.hidden_states)[:, 0].double(), ids
@@ -48,11 +57,11 @@ def hand_pool(states: torch.Tensor, ids: list[int], pooling: str, special_ids) -
     raise AssertionError(pooling)
 
 
-def reference(model, tokenizer, texts, pooling: str, max_length: int | None = None) -> torch.Tensor:
+def reference(model, tokenizer, texts, pooling: str, max_length: int | None = None, backbone=None) -> torch.Tensor:
     """``[L+1, n, D]`` float64 (pooled modes) from per-text HF runs."""
     rows = []
     for text in texts:
-        states, ids = hf_states(model, tokenizer, text, max_length)
+        states, ids = hf_states(model, tokenizer, text, max_length, backbone)
         rows.append(hand_pool(states, ids, pooling, tokenizer.all_special_ids))
     return torch.stack(rows, dim=1)
 
@@ -225,6 +234,33 @@ def test_text_with_a_lone_surrogate(llama, tok, tmp_path):
     with pytest.raises(ValueError, match=r"text 1 .* not valid Unicode .*surrogate.* position 2"):
         interp.extract(llama, tok, ["fine", "ok\ud800"], store=tmp_path / "s", progress=False)
     assert not (tmp_path / "s").exists()
+
+
+def tiny_family(name: str):
+    """Random GPT-2 (learned absolute positions) or GPT-NeoX (partial rotary) with a 64-token context."""
+    torch.manual_seed(0)
+    if name == "gpt2":
+        config = GPT2Config(n_layer=3, n_embd=32, n_head=2, vocab_size=260, n_positions=64, bos_token_id=257)
+        return GPT2LMHeadModel(config).eval()
+    config = GPTNeoXConfig(
+        num_hidden_layers=2, hidden_size=32, num_attention_heads=2, intermediate_size=64, vocab_size=260,
+        max_position_embeddings=64, bos_token_id=257, eos_token_id=258,
+    )  # fmt: skip
+    return GPTNeoXForCausalLM(config).eval()
+
+
+@pytest.mark.parametrize("family", ["gpt2", "neox"])
+def test_other_families_on_every_backend(tok, family):
+    model = tiny_family(family)
+    expected = reference(model, tok, EDGE_TEXTS, "mean", backbone=model.base_model)
+    for backend in BACKENDS:
+        acts = interp.extract(
+            model, tok, EDGE_TEXTS, backend=backend, batch_size=5, padding_side="left", progress=False
+        )
+        assert within(acts.tensor, expected), backend
+    # GPT-2 used to fail deep inside its position embedding ("index out of range in self")
+    with pytest.raises(ValueError, match=r"text 0 .* has 101 tokens .* at most 64"):
+        interp.extract(model, tok, ["a" * 100], progress=False)
 
 
 # -- truncation and the model's context length --------------------------------------------------
