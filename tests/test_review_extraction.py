@@ -8,6 +8,7 @@ from the definitions in docs/index.md (special = an id in ``tokenizer.all_specia
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -485,6 +486,26 @@ def test_store_refuses_mismatched_settings(llama, tok, tmp_path, change, key):
     with pytest.raises(StoreError, match=rf"differs in: {key}\)"):  # only what changed is named
         interp.extract(llama, tok, store=store, progress=False, **{**base, **change})
     assert (store / "manifest.json").read_bytes() == manifest and _shard_stats(store) == stats
+
+
+def test_store_from_an_earlier_version_still_resumes(llama, tok, tmp_path):
+    """Stores written before this review (no "texts_only" in the manifest; cached ILO jobs live in
+    ~/.cache/interp/activations) must resume, and a refusal still names what changed."""
+    texts, labels = ["one", "two"], ["x", "y"]
+    store = tmp_path / "s"
+    first = interp.extract(llama, tok, texts, labels=labels, store=store, shard_size=1, progress=False)
+    path = store / "manifest.json"
+    manifest = json.loads(path.read_text())
+    joint = json.dumps([texts, [0, 1], labels], ensure_ascii=False)  # the fingerprint earlier versions wrote
+    assert manifest["fingerprint"]["texts"] == hashlib.sha256(joint.encode()).hexdigest()
+    del manifest["texts_only"], manifest["committed"]["1"]
+    path.write_text(json.dumps(manifest))
+    again = interp.extract(llama, tok, texts, labels=labels, store=store, shard_size=1, progress=False)
+    assert torch.equal(first.tensor, again.tensor)
+    with pytest.raises(StoreError, match=r"differs in: labels\)"):
+        interp.extract(llama, tok, texts, labels=["x", "z"], store=store, shard_size=1, progress=False)
+    with pytest.raises(StoreError, match=r"differs in: texts\)"):
+        interp.extract(llama, tok, ["one", "2"], labels=labels, store=store, shard_size=1, progress=False)
 
 
 def test_store_corrupt_manifest_or_file_path(llama, tok, tmp_path):

@@ -303,9 +303,9 @@ def extract(
                 "model": model_name,
                 "model_digest": model_digest(model),
                 "tokenizer": f"{type(tokenizer).__name__}:{getattr(tokenizer, 'name_or_path', '')}:{len(tokenizer)}",
-                "texts": _json_digest(texts),  # one key each, so a refusal names what changed
-                "ids": _json_digest(ids),
-                "labels": _json_digest(labels),
+                # texts, ids and labels together (the key stores made by earlier versions resume with);
+                # "texts_only" below lets a refusal say which of the three changed
+                "texts": _json_digest([texts, ids, labels]),
                 "layers": layer_ids,
                 "pooling": pooling,
                 "dtype": str(dtype),
@@ -316,6 +316,7 @@ def extract(
                 "padding_side": padding_side,
             },
             "shards": [[r.start, r.stop] for r in shard_ranges],
+            "texts_only": _json_digest(texts),
             "layers": layer_ids,
             "ids": ids,
             "labels": labels,

@@ -71,6 +71,16 @@ def _write_json_atomic(path: Path, payload: dict) -> None:
     _fsync_dir(path.parent)
 
 
+def _changed_corpus(header: dict, existing: dict) -> list[str]:
+    """Which of texts / ids / labels changed, when their joint fingerprint did."""
+    changed = [key for key in ("ids", "labels") if json.loads(json.dumps(header[key])) != existing.get(key)]
+    if "texts_only" in existing:
+        changed += ["texts"] if header["texts_only"] != existing["texts_only"] else []
+    elif not changed:
+        changed.append("texts")  # a store from before "texts_only": only the texts are left to differ
+    return changed
+
+
 class ActivationStore:
     """A directory of activation shards (see module docstring).
 
@@ -130,6 +140,8 @@ class ActivationStore:
             for key in header["fingerprint"].keys() | existing["fingerprint"].keys()
             if header["fingerprint"].get(key) != existing["fingerprint"].get(key)
         )
+        if "texts" in differs:
+            differs = sorted({*differs, *_changed_corpus(header, existing)} - {"texts"}) or differs
         if differs:
             raise StoreError(
                 f"{self.path} holds a different extraction (differs in: {', '.join(differs)}); "
