@@ -246,12 +246,15 @@ def extract(
         backend: ``"hf"`` (torch hooks), ``"transformer_lens"`` or ``"nnsight"``.
         batch_size: texts per forward pass (length-sorted; results do not
             depend on it beyond float rounding).
-        dtype: dtype of the returned tensor (pooling is always done in float32).
+        dtype: dtype of the returned tensor (pooling is always done in float32);
+            a ValueError if the states overflow it (Gemma's pass float16's 65504).
         progress: show a tqdm progress bar.
         ids, labels: per-text metadata carried into the result.
         padding_side: ``"right"`` or ``"left"`` (default: the tokenizer's);
             results do not depend on it.
-        max_length: truncate texts to this many tokens.
+        max_length: truncate texts to this many tokens (BOS included). A text
+            longer than the model's context (``config.max_position_embeddings``)
+            is refused unless ``max_length`` cuts it to fit.
         store: directory of a resumable on-disk store; shards of
             ``shard_size`` texts are committed as they finish and a re-run
             with the same arguments resumes where it stopped.

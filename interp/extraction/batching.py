@@ -57,7 +57,7 @@ def tokenize(tokenizer, texts: list[str], max_length: int | None = None) -> list
         if not ids:
             raise ValueError(f"text {i} ({text[:40]!r}) tokenises to zero tokens; remove it or add special tokens")
         added = enc["special_tokens_mask"]
-        out.append(Tokenized(ids, [int(bool(a) or i in special_ids) for i, a in zip(ids, added, strict=True)]))
+        out.append(Tokenized(ids, [int(bool(a) or tid in special_ids) for tid, a in zip(ids, added, strict=True)]))
     return out
 
 
