@@ -20,11 +20,11 @@ error listing what is missing or extra, unless ``align="intersect"``.
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from interp.data.jsonl import iter_jsonl_objects
 from interp.data.languages import ILO_CODES, ILO_LANGUAGES
 
 __all__ = ["ParallelCorpus", "load_parallel", "AlignmentError"]
@@ -177,25 +177,16 @@ def _from_flores(directory: str, langs, split: str, align: str) -> ParallelCorpu
 
 def _from_jsonl(path: str, langs, align: str) -> ParallelCorpus:
     rows: dict[str, dict] = {}
-    with open(Path(path).expanduser(), encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{number}: not valid JSON ({err})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{number}: expected an object {{lang, id, text}}, got {type(row).__name__}")
-            missing = {"lang", "id", "text"} - row.keys()
-            if missing:
-                raise ValueError(f"{path}:{number}: row lacks {sorted(missing)}")
-            if not isinstance(row["text"], str) or isinstance(row["id"], (list, dict)):
-                raise ValueError(f"{path}:{number}: 'text' must be a string and 'id' a string or number")
-            table = rows.setdefault(row["lang"], {})
-            if row["id"] in table:
-                raise ValueError(f"{path}:{number}: duplicate id {row['id']!r} for {row['lang']}")
-            table[row["id"]] = row["text"]
+    for number, row in iter_jsonl_objects(path):
+        missing = {"lang", "id", "text"} - row.keys()
+        if missing:
+            raise ValueError(f"{path}:{number}: row lacks {sorted(missing)}")
+        if not isinstance(row["text"], str) or isinstance(row["id"], (list, dict)):
+            raise ValueError(f"{path}:{number}: 'text' must be a string and 'id' a string or number")
+        table = rows.setdefault(row["lang"], {})
+        if row["id"] in table:
+            raise ValueError(f"{path}:{number}: duplicate id {row['id']!r} for {row['lang']}")
+        table[row["id"]] = row["text"]
     langs = _check_langs(langs, list(rows), f"jsonl:{path}")
     return _align({code: rows[code] for code in langs}, align, f"jsonl:{path}")
 

@@ -43,6 +43,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from interp.data.jsonl import iter_jsonl_objects
+
 __all__ = [
     "ADAPTVIS_PRESETS",
     "AdaptVisPreset",
@@ -249,21 +251,10 @@ def _dataset_name(path: Path) -> str:
     return _canonical(name)
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
     if not path.is_file():
         raise FileNotFoundError(f"prompt file {path} does not exist")
-    rows = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg}); each line must be one object") from e
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            rows.append((lineno, row))
+    rows = list(iter_jsonl_objects(path))
     if not rows:
         raise ValueError(f"{path}: no rows")
     return rows
