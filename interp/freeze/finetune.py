@@ -29,6 +29,7 @@ cross-entropy. The loop is deliberately small and explicit:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import warnings
@@ -40,7 +41,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from interp.freeze.batching import _check_texts, collate, pad_id, summed_nll, tokenize
-from interp.freeze.spec import FreezeSpec, freeze
+from interp.freeze.spec import FreezeSpec, count_scalars, freeze
 
 __all__ = ["finetune", "FinetuneResult"]
 
@@ -186,7 +187,7 @@ def finetune(
         torch.manual_seed(seed)
         order_gen = torch.Generator().manual_seed(seed)
         plan = _schedule(order_gen, len(usable), batch_size * grad_accum, steps)
-        with _freezing(target, spec) as frozen:
+        with _freezing(target, spec):
             params = [p for p in target.parameters() if p.requires_grad]
             if optimizer == "adamw":
                 opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
@@ -221,7 +222,7 @@ def finetune(
                 opt.zero_grad(set_to_none=True)
                 for module, mode in zip(target.modules(), modes, strict=True):
                     module.training = mode
-            n_trainable, n_frozen = frozen.n_trainable, frozen.n_frozen
+            n_trainable, n_frozen = count_scalars(target)
             names_frozen = [n for n, p in target.named_parameters() if not p.requires_grad]
             names_trainable = [n for n, p in target.named_parameters() if p.requires_grad]
     return FinetuneResult(
@@ -239,28 +240,10 @@ def finetune(
     )  # fmt: skip
 
 
-class _NoFreezing:
-    """Stand-in for a :class:`~interp.freeze.Freezing` when nothing is frozen."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        if not any(p.requires_grad for p in model.parameters()):
-            raise ValueError("no parameter of the model requires grad, so there is nothing to train")
-
-    @property
-    def n_trainable(self) -> int:
-        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-
-    @property
-    def n_frozen(self) -> int:
-        return sum(p.numel() for p in self.model.parameters() if not p.requires_grad)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> bool:
-        return False
-
-
 def _freezing(model: nn.Module, spec: FreezeSpec | None):
-    return _NoFreezing(model) if spec is None else freeze(model, spec=spec)
+    """The freezing to train under: ``freeze(model, spec)``, or nothing (after checking something trains)."""
+    if spec is not None:
+        return freeze(model, spec=spec)
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError("no parameter of the model requires grad, so there is nothing to train")
+    return contextlib.nullcontext()

@@ -289,6 +289,17 @@ def _live_handles(model: nn.Module) -> list:
     return [ref() for ref in refs]
 
 
+def count_scalars(model: nn.Module) -> tuple[int, int]:
+    """``(trainable, frozen)``: scalars (elements) of ``model`` that do / do not require grad."""
+    trainable = frozen = 0
+    for p in model.parameters():
+        if p.requires_grad:
+            trainable += p.numel()
+        else:
+            frozen += p.numel()
+    return trainable, frozen
+
+
 class Freezing:
     """A freezing applied to a model (returned by :func:`freeze`).
 
@@ -345,12 +356,12 @@ class Freezing:
     @property
     def n_trainable(self) -> int:
         """Number of trainable scalars (elements) left."""
-        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        return count_scalars(self.model)[0]
 
     @property
     def n_frozen(self) -> int:
         """Number of scalars (elements) that do not require grad."""
-        return sum(p.numel() for p in self.model.parameters() if not p.requires_grad)
+        return count_scalars(self.model)[1]
 
     def restore(self) -> None:
         """Write back every parameter's original ``requires_grad`` (idempotent).
