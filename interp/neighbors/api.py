@@ -174,7 +174,8 @@ def knn(
     Xs = X if batched else X.unsqueeze(0)
     Qs = None if Q is None else (Q if batched else Q.unsqueeze(0))
     out_i, out_d, fallback = [], [], 0
-    stage1_precision = {"triton": precision, "torch": torch_matmul_precision(X.device), "faiss": "ieee"}[chosen]
+    # what stage 1 computed in: the Triton kernel's choice, torch's global matmul setting, faiss's fp32 BLAS
+    stage1_precision = torch_matmul_precision(X.device) if chosen == "torch" else precision
     if chosen == "triton":
         from interp.neighbors.triton_kernel import triton_candidates
 

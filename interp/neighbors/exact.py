@@ -63,7 +63,8 @@ def stage1_tolerance(queries: torch.Tensor, points: torch.Tensor, metric: str, p
     u = _UNIT_ROUNDOFF["ieee"] * (1 if precision == "ieee" else 2)
     u_in = _UNIT_ROUNDOFF[precision]
     per_product = 2 * u_in + (d + 4) * u
-    q2, p2 = _squared_norms(queries), _squared_norms(points)
+    q2 = _squared_norms(queries)
+    p2 = q2 if points is queries else _squared_norms(points)  # self-search: the same rows
     if metric == "cosine":
         tol = torch.full((queries.shape[0],), 2 * per_product + 8 * u, dtype=torch.float64, device=q2.device)
         lo, hi = _COSINE_SQ_NORM_RANGE

@@ -214,8 +214,11 @@ def _launch(points: torch.Tensor, queries: torch.Tensor | None, metric: str, con
     p, q = p.contiguous(), q.contiguous()
     bsz, m, d = q.shape
     n = p.shape[1]
-    q_norm = q.pow(2).sum(-1).contiguous()
-    p_norm = p.pow(2).sum(-1).contiguous()
+    if constexprs["EUCLIDEAN"]:
+        p_norm = p.pow(2).sum(-1).contiguous()
+        q_norm = p_norm if queries is None else q.pow(2).sum(-1).contiguous()
+    else:  # the cosine kernel reads no norms
+        q_norm = p_norm = p.new_empty(0)
     out = torch.empty((bsz, m, constexprs["KP"]), dtype=torch.int64, device=p.device)
     grid = (triton.cdiv(m, constexprs["BM"]), bsz)
     _knn_kernel[grid](
