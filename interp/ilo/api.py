@@ -134,8 +134,11 @@ def _check_baselines(null, bootstrap, seed) -> None:
         raise ValueError(f"seed must be an int, got {seed!r}")
 
 
-def _check(codes, languages, ids, k, t, min_count, bootstrap, retrieval) -> torch.Tensor | None:
-    """Validate the scoring arguments against the (global) labels; return item codes or None."""
+def _check(codes, languages, ids, k, t, min_count, bootstrap, retrieval) -> tuple[torch.Tensor | None, int, int, int]:
+    """Validate the scoring arguments against the (global) labels.
+
+    Returns ``(item codes or None, k, t, min_count)``, the integers as Python ints (numpy ones are accepted).
+    """
     n_langs, n_points = len(languages), len(codes)
     if n_langs < 2:
         raise ValueError(f"ILO compares languages: need at least 2, got {languages}")
@@ -160,7 +163,7 @@ def _check(codes, languages, ids, k, t, min_count, bootstrap, retrieval) -> torc
         if retrieval:
             raise ValueError(f"retrieval needs translations: {unpaired}")
         warnings.warn(f"translation_share is 0 by construction: {unpaired}", UserWarning, stacklevel=3)
-    return items
+    return items, int(k), int(t), int(min_count)
 
 
 def _tables(columns: dict, layers: list[int], languages: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -244,8 +247,8 @@ def score(
     x, layers, langs, ids = _inputs(acts, langs, ids)
     codes, languages = _codes(langs)
     n_langs, n_points = len(languages), len(langs)
-    items = _check(codes, languages, ids, k, t, min_count, bootstrap, retrieval)
-    k, t, min_count, null, bootstrap, seed = map(int, (k, t, min_count, null, bootstrap, seed))
+    items, k, t, min_count = _check(codes, languages, ids, k, t, min_count, bootstrap, retrieval)
+    null, bootstrap, seed = map(int, (null, bootstrap, seed))
 
     if compat:
         found, _ = knn(x, k + 1, metric=metric, exclude_self=False, backend=backend)

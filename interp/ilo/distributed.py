@@ -190,8 +190,7 @@ def score_sharded(
     lo = sum(sizes[:rank])
     codes, languages = _codes([label for s in shared for label in s[2]])
     all_ids = None if ids is None else [i for s in shared for i in s[3]]
-    items = _check(codes, languages, all_ids, k, t, min_count, bootstrap, retrieval)
-    k, t, min_count = int(k), int(t), int(min_count)  # numpy integers are accepted
+    items, k, t, min_count = _check(codes, languages, all_ids, k, t, min_count, bootstrap, retrieval)
     n_langs, n_points = len(languages), len(codes)
     codes_local = codes[lo : lo + len(langs)]
     per_lang = torch.bincount(codes, minlength=n_langs)
