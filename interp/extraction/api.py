@@ -10,7 +10,8 @@ layer in float32 -> keep in memory, or commit each shard to an
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
+import functools
 import json
 import operator
 import os
@@ -22,10 +23,13 @@ from tqdm.auto import tqdm
 
 from interp.extraction.activations import Activations
 from interp.extraction.backends import check_backend, get_backend
+from interp.extraction.backends.base import input_device
 from interp.extraction.batching import Tokenized, collate, plan_batches, tokenize
+from interp.extraction.fingerprint import json_digest, legacy_model_digest, model_digest, token_digest
 from interp.extraction.pooling import check_pooling, pool
 from interp.extraction.store import ActivationStore
 from interp.models.adapter import ModelAdapter, get_adapter
+from interp.neighbors.api import torch_matmul_precision
 
 __all__ = ["extract", "resolve_layers", "model_digest", "context_length"]
 
@@ -133,24 +137,8 @@ def _check_metadata(name: str, values, n: int) -> list | None:
     return values
 
 
-def model_digest(model: nn.Module) -> str:
-    """A cheap fingerprint of a model's config and weights (for store resume checks)."""
-    digest = hashlib.sha256()
-    config = getattr(model, "config", None)
-    if config is not None and hasattr(config, "to_json_string"):
-        digest.update(config.to_json_string(use_diff=False).encode())
-    with torch.no_grad():
-        for name, param in model.state_dict().items():
-            flat = param.detach().reshape(-1)
-            digest.update(f"{name}{tuple(param.shape)}{param.dtype}".encode())
-            digest.update(flat[:: max(1, flat.numel() // 4096)].float().cpu().numpy().tobytes())
-            digest.update(repr(float(flat.double().sum())).encode())
-    return digest.hexdigest()
-
-
-def _json_digest(values) -> str:
-    payload = json.dumps(values, ensure_ascii=False, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()
+def _model_name(model: nn.Module) -> str:
+    return str(getattr(model, "name_or_path", "") or type(model).__name__)
 
 
 def _pad_id(tokenizer) -> int:
@@ -210,6 +198,56 @@ def _run_shard(
         hidden = torch.stack([torch.cat([text[a] for text in ordered]) for a in range(len(layers))])
         return {"hidden": hidden, "lengths": torch.tensor([lengths[r] for r in rows])}
     return {"hidden": torch.stack([torch.stack([text[a] for text in ordered]) for a in range(len(layers))])}
+
+
+def _store_header(
+    model: nn.Module,
+    tokenizer,
+    adapter: ModelAdapter,
+    tokens: list[Tokenized],
+    texts: list[str],
+    ids: list,
+    labels: list | None,
+    shard_ranges: list[range],
+    settings: dict,
+) -> dict:
+    """The manifest header of a store: the fingerprint a resume must match, and what ``load`` needs."""
+    try:
+        json.dumps([ids, labels])
+    except TypeError as err:
+        raise TypeError("ids and labels must be JSON-serialisable (str/int/float) to be stored") from err
+    config = getattr(model, "config", None)
+    device = input_device(adapter.embed)
+    model_name = _model_name(model)
+    return {
+        "fingerprint": {  # what each key covers: interp.extraction.fingerprint
+            "model": model_name,
+            "weights": model_digest(model),
+            "tokenizer": f"{type(tokenizer).__name__}:{getattr(tokenizer, 'name_or_path', '')}:{len(tokenizer)}",
+            "tokens": token_digest([t.input_ids for t in tokens], [t.special for t in tokens]),
+            # texts, ids and labels together (the key stores made by earlier versions resume with);
+            # "texts_only" below lets a refusal say which of the three changed
+            "texts": json_digest([texts, ids, labels]),
+            "layers": settings["layer_ids"],
+            "pooling": settings["pooling"],
+            "dtype": str(settings["dtype"]),
+            "backend": settings["backend"],
+            "batch_size": settings["batch_size"],
+            "shard_size": settings["shard_size"],
+            "max_length": settings["max_length"],
+            "padding_side": settings["padding_side"],
+            "attn_implementation": str(getattr(config, "_attn_implementation", None)),
+            "device": device.type,
+            "matmul_precision": torch_matmul_precision(device),
+        },
+        "shards": [[r.start, r.stop] for r in shard_ranges],
+        "texts_only": json_digest(texts),
+        "layers": settings["layer_ids"],
+        "ids": ids,
+        "labels": labels,
+        "pooling": settings["pooling"],
+        "model_name": model_name,
+    }
 
 
 def extract(
@@ -290,51 +328,25 @@ def extract(
                 f"({texts[empty[0]][:40]!r}) has only special tokens ({len(empty)} such texts); "
                 "drop them or use pooling='mean'"
             )
-    model_name = str(getattr(model, "name_or_path", "") or type(model).__name__)
+    model_name = _model_name(model)
 
     n = len(texts)
     shard_ranges = [range(s, min(s + shard_size, n)) for s in range(0, n, shard_size)]
-    sink, done, fresh, dir_existed = None, set(), False, True
-    if store is not None:
-        try:
-            json.dumps([ids, labels])
-        except TypeError as err:
-            raise TypeError("ids and labels must be JSON-serialisable (str/int/float) to be stored") from err
-        sink = ActivationStore(store)
-        header = {
-            "fingerprint": {
-                "model": model_name,
-                "model_digest": model_digest(model),
-                "tokenizer": f"{type(tokenizer).__name__}:{getattr(tokenizer, 'name_or_path', '')}:{len(tokenizer)}",
-                # texts, ids and labels together (the key stores made by earlier versions resume with);
-                # "texts_only" below lets a refusal say which of the three changed
-                "texts": _json_digest([texts, ids, labels]),
-                "layers": layer_ids,
-                "pooling": pooling,
-                "dtype": str(dtype),
-                "backend": backend,
-                "batch_size": batch_size,
-                "shard_size": shard_size,
-                "max_length": max_length,
-                "padding_side": padding_side,
-            },
-            "shards": [[r.start, r.stop] for r in shard_ranges],
-            "texts_only": _json_digest(texts),
-            "layers": layer_ids,
-            "ids": ids,
-            "labels": labels,
-            "pooling": pooling,
-            "model_name": model_name,
-        }
-        fresh, dir_existed = sink.manifest() is None, sink.path.exists()
-        done = sink.begin(header)
-
-    todo = [i for i in range(len(shard_ranges)) if i not in done]
-    results: list[dict[str, torch.Tensor]] = []
-    pad_id = _pad_id(tokenizer)
-    lengths = [len(t.input_ids) for t in tokens]
-    total = sum(len(shard_ranges[i]) for i in todo)
-    try:
+    settings = dict(layer_ids=layer_ids, pooling=pooling, dtype=dtype, backend=backend, batch_size=batch_size,
+                    shard_size=shard_size, max_length=max_length, padding_side=padding_side)  # fmt: skip
+    with contextlib.ExitStack() as held:
+        done: set[int] = set()
+        sink = None
+        if store is not None:
+            sink = ActivationStore(store)
+            header = _store_header(model, tokenizer, adapter, tokens, texts, ids, labels, shard_ranges, settings)
+            legacy = {"model_digest": functools.partial(legacy_model_digest, model)}
+            done = held.enter_context(sink.writing(header, legacy))
+        todo = [i for i in range(len(shard_ranges)) if i not in done]
+        results: list[dict[str, torch.Tensor]] = []
+        pad_id = _pad_id(tokenizer)
+        lengths = [len(t.input_ids) for t in tokens]
+        total = sum(len(shard_ranges[i]) for i in todo)
         with tqdm(total=total, disable=not progress or total == 0, desc=f"extract[{backend}]", unit="text") as bar:
             if todo:
                 with get_backend(backend)(model, tokenizer, adapter, layer_ids) as runner:
@@ -347,14 +359,8 @@ def extract(
                             sink.commit(i, shard)
                         else:
                             results.append(shard)
-    except BaseException:
-        # a store this call created and committed nothing to would only refuse the corrected call
-        # (e.g. a smaller batch_size after an out-of-memory error): take it away again
-        if sink is not None and fresh:
-            sink.abandon(remove_dir=not dir_existed)
-        raise
-    if sink is not None:
-        return sink.load(verify=False)  # begin() verified resumed shards; the rest were just written
+        if sink is not None:
+            return sink.load(verify=False)  # writing() verified resumed shards; the rest were just written
     lengths = torch.cat([r["lengths"] for r in results]) if pooling == "none" else None
     return Activations(
         tensor=torch.cat([r["hidden"] for r in results], dim=1),
