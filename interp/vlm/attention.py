@@ -16,7 +16,8 @@ Design:
 * :func:`probing` switches the *text* config to ``"interp+b"`` and attaches a
   :class:`RowProbe` to the attention modules of the chosen layers (an instance
   attribute). Layers without a probe only run ``b``. On exit the config name and
-  the attributes are restored, even after an exception.
+  the attributes are restored, even after an exception (a Ctrl-C included), and
+  ``"interp+b"`` leaves both registries again once no probing uses it.
 * In a probed layer, :func:`rows_attention` recomputes the selected query rows
   eagerly -- ``logits = q_rows · kᵀ · scaling`` (GQA keys repeated), then the
   probe's α on image-key columns of the selected heads (**before** the mask is
@@ -36,6 +37,7 @@ official "prefill only" rule without its "attention matrix is square" test.
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -195,6 +197,31 @@ def _register(base: str) -> str:
     return name
 
 
+#: ``"interp+<base>"`` -> open :func:`probing` contexts using it; ``_ADDED``: those names that
+#: probing registered itself (taken out of both registries when their last user exits).
+_USERS: Counter[str] = Counter()
+_ADDED: set[str] = set()
+
+
+@contextmanager
+def _registered(base: str) -> Iterator[str]:
+    """``"interp+<base>"`` registered for the duration (shared by overlapping contexts, then unregistered)."""
+    name = PREFIX + base
+    try:
+        _USERS[name] += 1
+        if name not in ALL_ATTENTION_FUNCTIONS or name not in ALL_MASK_ATTENTION_FUNCTIONS:
+            _ADDED.add(name)
+        yield _register(base)
+    finally:
+        _USERS[name] -= 1
+        if _USERS[name] <= 0:
+            del _USERS[name]
+            if name in _ADDED:  # transformers has no unregister: drop the class-wide entries themselves
+                _ADDED.discard(name)
+                AttentionInterface._global_mapping.pop(name, None)
+                AttentionMaskInterface._global_mapping.pop(name, None)
+
+
 def attention_modules(model: nn.Module) -> list[nn.Module]:
     """The self-attention module of every decoder block of the (text) model."""
     modules = []
@@ -217,16 +244,16 @@ def probing(model: nn.Module, probe: RowProbe, layers: Sequence[int]) -> Iterato
     original = config._attn_implementation
     if isinstance(original, str) and original.startswith(PREFIX):
         raise RuntimeError("interp.vlm probes are already active on this model; nested tracing is not supported")
-    name = _register(original or "eager")
-    try:
-        config._attn_implementation = name
-        for i in layers:
-            setattr(modules[i], PROBE_ATTR, probe)
-        yield probe
-    finally:
-        for module in modules:
-            module.__dict__.pop(PROBE_ATTR, None)
-        config._attn_implementation = original
+    with _registered(original or "eager") as name:
+        try:
+            config._attn_implementation = name
+            for i in layers:
+                setattr(modules[i], PROBE_ATTR, probe)
+            yield probe
+        finally:
+            for module in modules:
+                module.__dict__.pop(PROBE_ATTR, None)
+            config._attn_implementation = original
 
 
 def _cache_is_empty(kwargs: dict) -> bool:
