@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import socket
 import subprocess
@@ -32,6 +31,7 @@ import tempfile
 import time
 
 import torch
+from machine import describe
 
 BLOCK = 1024  # rows per seeded generation block
 
@@ -121,7 +121,7 @@ def main() -> None:
         worker(args)
         return
     gib = 2.0**30
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}"
+    machine = describe()
     print(f"N={args.n}, D={args.d}, k={args.k}, cosine, float32: X = {args.n * args.d * 4 / gib:.3f} GiB; {machine}")
     print("| P | shard GiB | baseline GiB | data GiB | kNN working GiB | peak extra GiB | extra / shard "
           "| extra × P / X | kNN s |")  # fmt: skip

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import torch
+from machine import describe
 
 import interp
 from interp.extraction.batching import collate, plan_batches, tokenize
@@ -86,10 +85,7 @@ def main() -> None:
     texts = load_sentences(args.data, args.n)
     n_tokens = sum(len(tokenizer(t)["input_ids"]) for t in texts)
     per_k = 1000 / n_tokens
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
-        f"{torch.get_num_threads()}, torch {torch.__version__}"
-    )
+    print(f"machine: {describe()}")
     print(f"corpus: {len(texts)} UDHR sentences, {n_tokens} tokens (mean {n_tokens / len(texts):.1f})")
 
     plain_forward(model, tokenizer, texts[:16], args.batch_size)  # warm-up

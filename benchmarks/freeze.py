@@ -14,11 +14,10 @@ usage: python benchmarks/freeze.py [--steps 4] [--batch-size 4] [--max-length 64
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 
 import torch
+from machine import describe
 
 import interp
 from interp.data import load_parallel
@@ -56,8 +55,7 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
-          f"{torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")  # fmt: skip
+    print(f"machine: {describe()}, device {args.device}")
     model, tok = interp.load_model(device=args.device)
     print(f"\n1. gemma-3-270m, one optimizer step (AdamW), batch {args.batch_size} x <= {args.max_length} tokens "
           "(inplace=True: the copy is not timed)")  # fmt: skip

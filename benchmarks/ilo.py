@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ import time
 
 import numpy as np
 import torch
+from machine import describe
 
 import interp
 from interp.ilo.measures import bridge_reach, slot_counts
@@ -46,7 +46,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--skip-job", action="store_true")
     args = parser.parse_args()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
+    print(f"machine: {describe()}")
     n_langs, per, d, k, t = 31, 997, 640, 5, 3
     g = torch.Generator().manual_seed(0)
     centres = torch.randn(300, d, generator=g)

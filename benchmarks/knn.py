@@ -7,6 +7,8 @@ embeddings: dense neighbourhoods, many near-ties), cosine, self excluded.
 Cases (``--case``):
 
 * ``single``  N=30,907 (31 languages × 997 FLORES sentences), D=640 (gemma-3-270m), k=5;
+* ``gaussian`` the same size on unstructured i.i.d. Gaussian data (no clusters: every block must be
+  searched, the block reordering cannot help);
 * ``batched`` B=19 layers, N=4,000, D=640, k=5;
 * ``large``   N=200,000, D=1,024, k=5 (interp.knn only, and the GEMM floor estimate).
 
@@ -23,24 +25,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
 import time
 
 import torch
+from machine import describe
 
 CASES = {
     "single": {"b": 1, "n": 30907, "d": 640, "k": 5},
+    "gaussian": {"b": 1, "n": 30907, "d": 640, "k": 5, "clusters": 0},
     "batched": {"b": 19, "n": 4000, "d": 640, "k": 5},
     "large": {"b": 1, "n": 200_000, "d": 1024, "k": 5},
 }
 
 
-def make_data(b: int, n: int, d: int, seed: int = 0) -> torch.Tensor:
+def make_data(b: int, n: int, d: int, clusters: int = 300, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
+    if clusters == 0:
+        x = torch.randn(b, n, d, generator=g)
+        return x if b > 1 else x[0]
     centres = torch.randn(b, 300, d, generator=g)
     labels = torch.randint(0, 300, (b, n), generator=g)
     x = torch.gather(centres, 1, labels[..., None].expand(b, n, d)) + 0.5 * torch.randn(b, n, d, generator=g)
@@ -116,7 +121,7 @@ def run_method(method: str, x: torch.Tensor, k: int, device: str):
 
 def child(method: str, case: str, device: str) -> None:
     spec = CASES[case]
-    x = make_data(spec["b"], spec["n"], spec["d"])
+    x = make_data(spec["b"], spec["n"], spec["d"], spec.get("clusters", 300))
     k = spec["k"]
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -160,7 +165,7 @@ def same_sets(a: str, b: str, case: str) -> str:
     differ = (~equal).nonzero().squeeze(1)[:5].tolist()
     if differ and CASES[case]["b"] == 1:  # who is right? float64 distances of the k-th neighbour of each set
         spec = CASES[case]
-        data = torch.nn.functional.normalize(make_data(1, spec["n"], spec["d"]).double(), dim=-1)
+        data = torch.nn.functional.normalize(make_data(1, spec["n"], spec["d"], spec.get("clusters", 300)).double(), -1)
         for row in differ:
             kth = [float((1 - data[s] @ data[row]).max()) for s in (x[row], y[row])]
             text += f"\n  row {row}: k-th distance {a} {kth[0]:.9f}, {b} {kth[1]:.9f} (float64)"
@@ -177,15 +182,12 @@ def main() -> None:
         child(args.child, args.case, args.device)
         return
     cuda = args.device == "cuda"
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
-        + (f", GPU {torch.cuda.get_device_name()}" if cuda else "")
-    )
+    print(f"machine: {describe()}")
     cases = list(CASES) if args.case == "all" else [args.case]
     for case in cases:
         spec = CASES[case]
         print(f"\ncase {case}: B={spec['b']} N={spec['n']} D={spec['d']} k={spec['k']} cosine")
-        if case == "single":
+        if case in ("single", "gaussian"):
             methods = ["gemm", "interp-torch", *(["interp-triton"] if cuda else []), "faiss", "official", "sklearn"]
             if cuda:
                 methods.remove("faiss")
@@ -211,7 +213,7 @@ def main() -> None:
             print(
                 f"{r['method']:16s} {r['seconds']:9.2f} {r['peak_rss_gib']:13.2f} {extra:10.2f} {gpu:>8s} {ratio:>8s}"
             )
-        if case == "single":
+        if case in ("single", "gaussian"):
             for other in ("faiss", "official", "sklearn", "interp-triton"):
                 if other in methods:
                     print(f"neighbour sets interp-torch vs {other}: {same_sets('interp-torch', other, case)}")

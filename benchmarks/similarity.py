@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from machine import describe
 
 import interp
 from interp.data import load_parallel
@@ -84,8 +84,7 @@ def main() -> None:
     parser.add_argument("--cache", help="save / reuse the activations tensor here (skips extraction on reruns)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"torch {torch.__version__} ({torch.get_num_threads()} threads)")  # fmt: skip
+    print(f"machine: {describe()}")
 
     corpus = load_parallel(f"jsonl:{args.data}")
     texts, langs, ids = corpus.flat()

@@ -12,11 +12,11 @@ over ``--repeats`` runs after one warm-up.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 
 import torch
+from machine import describe
 
 from interp.models import tiny_llava, tiny_llava_processor
 from interp.vlm import (
@@ -101,8 +101,7 @@ def main() -> None:
     rows.append(("  of which the processor (PIL resize etc.)", median_time(process, args.repeats)))
     rows.append(("forward, eager output_attentions", median_time(eager_attentions, args.repeats)))
     rows.append(("trace_image_attention (all layers)", median_time(trace, args.repeats)))
-    machine = platform.processor() or platform.machine()
-    print(f"# {machine}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"# {describe()}")
     print(
         f"# LLaVA geometry 336/14 (576 image tokens), text: {args.layers} layers × d={args.width}, "
         f"{args.heads} heads; prompt {n_prompt} tokens, {args.new} new tokens"

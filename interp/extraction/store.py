@@ -239,7 +239,12 @@ class ActivationStore:
         if existing is None:
             if any(not _is_own_file(name) for name in os.listdir(self.path)):
                 raise StoreError(f"{self.path} exists and is not an activation store; choose an empty or new directory")
-            _write_json_atomic(self.manifest_path, {"format": FORMAT, **header, "committed": {}, "complete": False})
+            try:
+                _write_json_atomic(self.manifest_path, {"format": FORMAT, **header, "committed": {}, "complete": False})
+            except OSError as err:
+                if _disk_full(err):
+                    raise StoreError(f"no space left on the device of {self.path} to create the store") from err
+                raise
             return set()
         differs = _differences(header, existing, legacy)
         if differs:
