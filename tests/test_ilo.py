@@ -109,6 +109,29 @@ def test_compat_agrees_without_duplicates_and_differs_as_documented_with_them():
     assert not torch.equal(a.indices, b.indices)
 
 
+def test_compat_later_duplicate_keeps_itself_and_loses_its_duplicate_by_hand():
+    # Six points on a line (euclidean distances are exact), k = 2, t = 2; point 1 (lang b) is an exact
+    # copy of point 0 (lang a). Worked out by hand, ordering by (distance, index):
+    #   point 1, self excluded:        0 (d 0), 2 (d 1)                  -> [0, 2]
+    #   point 1, k + 1 including self: 0 (d 0), 1 (d 0), 2 (d 1) -> drop the first column -> [1, 2]
+    # so the later copy keeps itself and loses its duplicate 0; its k-th neighbour 2 is kept. The earlier
+    # copy 0 is unaffected ([0, 1, 2] -> [1, 2]), as are the points without duplicates.
+    positions, labels = [0.0, 0.0, 1.0, 5.0, 5.5, 7.0], ["a", "b", "c", "a", "b", "c"]
+    x = torch.tensor([[[p, 0.0] for p in positions]])
+    plain = interp.ilo.score(x, labels, k=2, t=2, metric="euclidean")
+    compat = interp.ilo.score(x, labels, k=2, t=2, metric="euclidean", compat=True)
+    assert plain.indices[0].tolist() == [[1, 2], [0, 2], [0, 1], [4, 5], [3, 5], [4, 3]]
+    assert compat.indices[0].tolist() == [[1, 2], [1, 2], [0, 1], [4, 5], [3, 5], [4, 3]]
+    # ILO: the lost neighbour 0 is from another language (a); in its place point 1 counts itself, a
+    # same-language slot, so NL(1) = {c} instead of {a, c} and point 1 no longer bridges (t = 2).
+    # b: bridge 1/2 (point 4 still bridges), reach 2/2 (a is still reached through point 4's list),
+    # ILO = harmonic mean(1/2, 1) = 2/3; a and c are unchanged (every point bridges: ILO 1).
+    assert plain.table.ilo.tolist() == [1.0, 1.0, 1.0]
+    assert compat.table.bridge.tolist() == [1.0, 0.5, 1.0]
+    assert compat.table.reach_raw.tolist() == [2, 2, 2]
+    assert compat.table.ilo.tolist() == pytest.approx([1.0, 2 / 3, 1.0], abs=1e-15)
+
+
 def test_null_and_bootstrap():
     g = torch.Generator().manual_seed(4)
     x, langs = torch.randn(2, 5 * 30, 10, generator=g), _langs(5, 30)
@@ -256,15 +279,15 @@ def test_plots_return_figures(tmp_path):
 @pytest.mark.gemma
 def test_ilo_job_writes_outputs_and_reuses_cache(gemma, tmp_path, monkeypatch):
     from interp.cli import main
-
-    monkeypatch.setenv("INTERP_CACHE", str(tmp_path / "cache"))
     from interp.models.loading import DEFAULT_MODEL, cache_dir
 
-    # reuse the session's converted model instead of re-converting the GGUF under the new cache root
+    # reuse the model the `gemma` fixture converted -- under whatever cache this environment uses
+    # ($INTERP_CACHE included) -- instead of re-converting the GGUF under the new cache root
+    converted = cache_dir() / DEFAULT_MODEL
+    assert converted.is_dir(), converted
+    monkeypatch.setenv("INTERP_CACHE", str(tmp_path / "cache"))
     (tmp_path / "cache").mkdir()
-    (tmp_path / "cache" / DEFAULT_MODEL).symlink_to(
-        os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "interp", DEFAULT_MODEL)
-    )
+    (tmp_path / "cache" / DEFAULT_MODEL).symlink_to(converted)
     args = ["ilo", "--langs", "eng_Latn,fra_Latn,deu_Latn,spa_Latn", "--layers", "0,6,12", "--null", "5",
             "--out", str(tmp_path / "out")]  # fmt: skip
     assert main(args) == 0

@@ -304,6 +304,48 @@ def test_biased_cka_inflated_at_small_n():
     assert abs(sim.cka(A, B, unbiased=True)) < 0.1
 
 
+def test_epsilon_is_not_negligible_for_unit_rows_and_unbiased_hsic():
+    """Unit-norm rows bunched around one direction (like mean-pooled LM states) have a tiny HSIC_u(K, K);
+    then upstream's ε = 1e-6 changes unbiased CKA by tens of per cent, while the biased estimator (not
+    divided by N(N−3)) and raw-scale rows are barely affected. Reference: Song's Eq. 5 with explicit
+    matrices, CKA = HSIC(K, L) / (sqrt(HSIC(K, K)·HSIC(L, L)) + ε), in float64."""
+    g = torch.Generator().manual_seed(11)
+    n, d, eps = 60, 16, 1e-6
+    centre = torch.randn(d, dtype=torch.float64, generator=g)
+    centre = centre / centre.norm()
+    Z = torch.randn(n, d, dtype=torch.float64, generator=g)
+    X = F.normalize(centre + 0.02 * Z, dim=1)
+    Y = F.normalize(centre + 0.02 * (Z + 0.5 * torch.randn(n, d, dtype=torch.float64, generator=g)), dim=1)
+    K, L = X @ X.T, Y @ Y.T
+    h_k, h_l, h_kl = ref_hsic_unbiased(K, K), ref_hsic_unbiased(L, L), ref_hsic_unbiased(K, L)
+    assert 1e-7 < h_k < 1e-5 and 1e-7 < h_l < 1e-5  # the same order as ε (gemma-3-270m: 2.4e-6 at worst)
+
+    # CKA(X, X) = h / (h + ε): well below 1 with ε, exactly 1 (to rounding) with ε = 0
+    expected_self = float(h_k / (torch.sqrt(h_k * h_k) + eps))
+    assert expected_self < 0.9
+    assert sim.cka(X, X, unbiased=True) == pytest.approx(expected_self, rel=1e-9)
+    assert sim.cka(X, X, unbiased=True, epsilon=0) == pytest.approx(1.0, abs=1e-12)
+
+    # a pair: lowered by the factor sqrt(h_k h_l) / (sqrt(h_k h_l) + ε), whatever HSIC(K, L) is
+    scale = float(torch.sqrt(h_k * h_l))
+    exact = float(h_kl / scale)
+    with_eps = float(h_kl / (scale + eps))
+    assert sim.cka(X, Y, unbiased=True, epsilon=0) == pytest.approx(exact, rel=1e-9)
+    assert sim.cka(X, Y, unbiased=True) == pytest.approx(with_eps, rel=1e-9)
+    assert 1 - with_eps / exact == pytest.approx(eps / (scale + eps), rel=1e-9)
+    assert 1 - with_eps / exact > 0.1
+    # CKNNA with every pair kept is the same unbiased CKA of unit rows: the same ε effect
+    assert sim.cknna(X, Y, None) == pytest.approx(with_eps, rel=1e-9)
+
+    # the biased HSIC (tr(KHLH), not divided by N(N−3)) is ~N² larger: ε is negligible there
+    b_k = ref_hsic_biased(K, K)
+    assert b_k > 1000 * h_k
+    assert 1 - sim.cka(X, X) == pytest.approx(float(eps / (b_k + eps)), rel=1e-6)
+    assert 1 - sim.cka(X, X) < 1e-3
+    # and so it is for rows of norm 30 (HSIC scales with the 4th power of the norm)
+    assert 1 - sim.cka(30 * X, 30 * X, unbiased=True) < 1e-4
+
+
 # ------------------------------------------------------------------------------------------------
 # matrices
 

@@ -8,9 +8,11 @@ translation-aware view and bootstrap CIs (:mod:`.baselines`) -> tidy tables.
 ``compat=True`` reproduces the official code's neighbour step: take the k+1
 nearest points *including* the point itself and drop the first column by
 position. Without duplicate points the first column is the point itself and
-both modes agree; with duplicates, a duplicate can come first (ties go to the
-lower index here; the official ``torch.topk`` order is unspecified), so the
-point stays in its own list and one real neighbour is lost.
+both modes agree; with copies i < j, ties go to the lower index, so the later
+copy j finds i first: j keeps itself in its list and loses its duplicate i
+(its other neighbours stay). The official code's float32 ``torch.topk`` also
+reorders near-ties, so published numbers are not reproduced bit for bit
+(docs/ilo.md, "Compat mode").
 """
 
 from __future__ import annotations

@@ -8,11 +8,14 @@ For paired features A ``[N, D_A]``, B ``[N, D_B]`` and linear kernels K = AAᵀ,
   ``HSIC_u = [Σ_ij K̃_ij L̃_ij + (1ᵀK̃1)(1ᵀL̃1)/((N−1)(N−2)) − 2·1ᵀK̃L̃1/(N−2)] / (N(N−3))``;
 * ``CKA = HSIC(K, L) / (sqrt(HSIC(K, K) · HSIC(L, L)) + ε)``.
 
-ε defaults to 1e-6, platonic-rep's ``+ 1e-6``, so numbers are comparable with upstream. It is *not*
-negligible: the HSIC scale depends on N and the feature norms (for unit-norm rows HSIC_u(K, K) ≈ 2e-4,
-so ε lowers CKA by ~0.04–0.3%, and CKA(X, X) = HSIC/(HSIC + ε) < 1). Pass ``epsilon=0`` for the textbook
-ratio (then CKA(X, X) = 1). The constant factor dropped from the biased estimator matters only
-through ε.
+ε defaults to 1e-6, platonic-rep's ``+ 1e-6``, so numbers are comparable with upstream. It lowers
+CKA by the factor ε / (sqrt(HSIC(K, K)·HSIC(L, L)) + ε), and CKA(X, X) = HSIC/(HSIC + ε) < 1. That is
+negligible on raw features and for the biased estimator, but *not* for the unbiased one on unit-norm
+rows: on gemma-3-270m's mean-pooled UDHR states (L2-normalised, N = 930) HSIC_u(K, K) is 2.4e-6 to
+7.8e-2 over the layers, and ε lowers unbiased CKA by a median 1.0 % and up to 29 % (CKA(X, X) = 0.709
+at layer 11; ``benchmarks/cka_epsilon.py``, docs/similarity.md). Pass ``epsilon=0`` for the textbook
+ratio (then CKA(X, X) = 1) -- recommended for unit-norm rows. The constant factor dropped from the
+biased estimator matters only through ε.
 
 Two exact routes, both float64, chosen by cost:
 
@@ -99,7 +102,8 @@ def cka(A, B, *, unbiased: bool = False, epsilon: float = 1e-6, route: str = "au
         A: ``[N, D_A]``; B: ``[N, D_B]`` -- row i of both is input i. Any float dtype; computed in float64.
         unbiased: Song et al.'s unbiased HSIC (upstream ``unbiased_cka``) instead of tr(KHLH) (``cka``).
             The biased value is inflated at small N; prefer ``unbiased=True`` when N is a few hundred or less.
-        epsilon: added to the denominator; default 1e-6 as platonic-rep. ``0`` gives the exact ratio.
+        epsilon: added to the denominator; default 1e-6 as platonic-rep. ``0`` gives the exact ratio
+            (recommended with ``unbiased=True`` on L2-normalised rows, where ε can lower CKA by tens of %).
         route: ``"auto"``, ``"features"`` or ``"gram"`` (same value; speed only).
 
     Returns:
