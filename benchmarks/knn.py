@@ -165,7 +165,9 @@ def same_sets(a: str, b: str, case: str) -> str:
     differ = (~equal).nonzero().squeeze(1)[:5].tolist()
     if differ and CASES[case]["b"] == 1:  # who is right? float64 distances of the k-th neighbour of each set
         spec = CASES[case]
-        data = torch.nn.functional.normalize(make_data(1, spec["n"], spec["d"], spec.get("clusters", 300)).double(), -1)
+        data = torch.nn.functional.normalize(
+            make_data(1, spec["n"], spec["d"], spec.get("clusters", 300)).double(), dim=-1
+        )
         for row in differ:
             kth = [float((1 - data[s] @ data[row]).max()) for s in (x[row], y[row])]
             text += f"\n  row {row}: k-th distance {a} {kth[0]:.9f}, {b} {kth[1]:.9f} (float64)"

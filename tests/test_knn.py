@@ -336,3 +336,24 @@ def test_interpreter_requested_after_triton_import_is_a_clear_error():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode != 0
     assert "set TRITON_INTERPRET=1 before importing torch" in run.stderr, run.stderr[-2000:]
+
+
+@pytest.mark.parametrize("library", ["onednn", "torch"])
+def test_block_gemm_libraries_stay_within_the_float32_bound(library):
+    from interp.neighbors.cpu_gemm import BlockGemm
+
+    g = torch.Generator().manual_seed(3)
+    blocks = [torch.randn(r, 96, generator=g) for r in (64, 37)]
+    rows = [torch.randn(50, 96, generator=g)[:, ::2].repeat_interleave(2, 1)]  # non-contiguous source
+    gemm = BlockGemm(blocks, library=library)
+    other = BlockGemm(rows, blocks, library=library)
+    for (i, j), (a, b) in {(0, 1): (blocks[0], blocks[1]), (1, 1): (blocks[1], blocks[1])}.items():
+        exact = a.double() @ b.double().T
+        bound = (96 + 4) * 2.0**-24 * (a.double().norm(dim=1)[:, None] * b.double().norm(dim=1)[None, :])
+        got = gemm(i, j)
+        assert got.dtype == torch.float32 and got.layout == torch.strided and got.shape == exact.shape
+        assert ((got.double() - exact).abs() <= bound).all()
+    exact = rows[0].double() @ blocks[0].double().T
+    assert torch.allclose(other(0, 0).double(), exact, rtol=0, atol=1e-4)
+    with pytest.raises(ValueError, match="library must be"):
+        BlockGemm(blocks, library="mkl")

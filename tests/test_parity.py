@@ -54,14 +54,23 @@ def test_tiny_llama_parity(llama, tok, backend, pooling):
 def test_gemma_parity(gemma, backend):
     """gemma-3-270m's residual stream reaches |h| ~ 6e4, where one float32 ulp is
     ~4e-3: batched GEMMs round differently from batch-1 ones, so an absolute 1e-4
-    bound is below float32 resolution there (even float32 mean-pooling of a batch-1
-    pass differs from the float64 reference by ~1 ulp). The bound is 1e-4 absolute
-    plus 1e-6 of the layer's magnitude; observed errors are ~5e-8 of it (1 ulp)."""
+    bound is below float32 resolution there. A pooled vector's error comes from the
+    errors of the token states it pools, and those scale with the largest token state
+    of the layer, not with the (smaller) pooled value: the bound is 1e-4 absolute plus
+    2e-6 (~17 float32 ulps) of the layer's largest reference token state. Measured
+    max error / that scale, over all poolings, batch sizes and padding sides:
+    6.5e-7 (transformer_lens), 5.1e-7 (hf) on an AMD EPYC (Zen 4) CPU; relative to
+    the pooled magnitude instead, mean_no_special reached 1.4e-6 there, which is why
+    the scale is token-level. The faults this guards against are far above it: pooling
+    with the wrong special-token mask, or the wrong token as 'last', is off by 0.13-1.0
+    of that scale (measured per layer on these texts)."""
     model, tokenizer = gemma
+    token_states = reference_states(model, tokenizer, TEXTS, "none")
+    token_scale = torch.stack([r.abs().amax(dim=(1, 2)) for r in token_states]).amax(0)
     for pooling in POOLINGS:
-        ref = reference_states(model, tokenizer, TEXTS, pooling)
+        ref = token_states if pooling == "none" else reference_states(model, tokenizer, TEXTS, pooling)
         for case, acts in _runs(model, tokenizer, backend, pooling):
             assert acts.tensor.shape[0] == 19 and acts.d_model == 640
-            diff, scale = _max_error(acts, ref, pooling)
-            bound = 1e-4 + 1e-6 * scale
-            assert (diff <= bound).all(), (backend, pooling, case, diff, scale)
+            diff, _ = _max_error(acts, ref, pooling)
+            bound = 1e-4 + 2e-6 * token_scale
+            assert (diff <= bound).all(), (backend, pooling, case, diff / token_scale)

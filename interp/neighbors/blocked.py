@@ -6,7 +6,8 @@ to share a block; diagonal blocks are processed first). For self-search the simi
 block ``S = X_I X_Jᵀ`` is computed only for ``J >= I`` and used twice: its rows
 update the candidates of block I, its columns those of block J -- half the
 GEMM flops of a full ``N × N`` sweep, which is how this path beats FAISS on
-the same CPU. Each block keeps its running best ``kc`` per row
+the same CPU. The blocks are multiplied by the faster float32 GEMM library of
+this CPU (MKL or oneDNN, :mod:`.cpu_gemm`). Each block keeps its running best ``kc`` per row
 (``torch.topk`` over [best ++ new]); memory is ``O(N·kc + block²)``, never
 ``N × N``.
 
@@ -18,6 +19,8 @@ distances handed to stage 2 are derived from the scores.
 from __future__ import annotations
 
 import torch
+
+from interp.neighbors.cpu_gemm import BlockGemm
 
 __all__ = ["blocked_candidates"]
 
@@ -172,12 +175,13 @@ def _symmetric(p, p2, kc, exclude_self, block):
     p = p[order]
     p2 = None if p2 is None else p2[order]
     best = [RunningTopK(min(block, n - i0), kc, p.device) for i0 in starts]
+    gemm = BlockGemm([p[i0 : i0 + block] for i0 in starts])
     pairs = [(a, a) for a in range(len(starts))] + [
         (a, b) for a in range(len(starts)) for b in range(a + 1, len(starts))
     ]  # diagonal blocks first: each row gets a tight threshold early
     for a, b in pairs:
         i0, j0 = starts[a], starts[b]
-        s = p[i0 : i0 + block] @ p[j0 : j0 + block].T  # [bi, bj]
+        s = gemm(a, b)  # [bi, bj]
         if a == b and exclude_self:
             s.fill_diagonal_(float("-inf"))
         row_view = _column_score(s, None if p2 is None else p2[j0 : j0 + block])
@@ -196,11 +200,13 @@ def _symmetric(p, p2, kc, exclude_self, block):
 def _rectangular(q, p, p2, kc, exclude_self, block):
     m, n = q.shape[0], p.shape[0]
     out_v, out_i = [], []
-    for i0 in range(0, m, block):
+    q_starts, p_starts = range(0, m, block), range(0, n, block)
+    gemm = BlockGemm([q[i0 : i0 + block] for i0 in q_starts], [p[j0 : j0 + block] for j0 in p_starts])
+    for a, i0 in enumerate(q_starts):
         rows = q[i0 : i0 + block]
         best = RunningTopK(rows.shape[0], kc, q.device)
-        for j0 in range(0, n, block):
-            s = _column_score(rows @ p[j0 : j0 + block].T, None if p2 is None else p2[j0 : j0 + block])
+        for b, j0 in enumerate(p_starts):
+            s = _column_score(gemm(a, b), None if p2 is None else p2[j0 : j0 + block])
             if exclude_self:  # query i is point i
                 r = torch.arange(rows.shape[0], device=s.device)
                 hit = (r + i0 >= j0) & (r + i0 < j0 + s.shape[1])
