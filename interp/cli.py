@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from interp.freeze_cli import add_freeze_parser
+from interp.parallel.launch import DEFAULT_TIMEOUT_S
 
 DEMO_SENTENCES = [
     "All human beings are born free and equal in dignity and rights.",
@@ -126,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     ilo.add_argument("--distributed", action="store_true",
                      help="under torchrun: shard texts and kNN over the ranks (docs/scaling.md)")  # fmt: skip
     ilo.add_argument("--device-map", default=None, help="e.g. 'auto': split one model over this process's GPUs")
-    ilo.add_argument("--timeout", type=float, default=600.0, help="seconds before a silent rank fails the job")
+    ilo.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds before a silent rank fails the job"
+    )
     ilo.set_defaults(func=cmd_ilo)
 
     add_freeze_parser(sub)

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from interp.parallel.launch import DEFAULT_TIMEOUT_S
+
 __all__ = ["run_ilo_job"]
 
 
@@ -54,7 +56,7 @@ def run_ilo_job(
     progress: bool = True,
     distributed: bool = False,
     device_map: str | None = None,
-    timeout_s: float = 600.0,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> dict:
     """Run the ILO job; return the manifest (also written to ``out/manifest.json``).
 
@@ -82,8 +84,7 @@ def run_ilo_job(
                              "of one process -- use one or the other (see docs/scaling.md)")  # fmt: skip
         import torch.distributed as dist
 
-        from interp.launch import init_distributed, rank_device
-        from interp.neighbors.distributed import shard_range
+        from interp.parallel import init_distributed, rank_device, shard_range
 
         rank, world = init_distributed(timeout_s=timeout_s, device=device)  # cpu -> gloo, cuda -> NCCL
         group, device, progress = dist.group.WORLD, str(rank_device(device)), progress and rank == 0

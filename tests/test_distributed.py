@@ -287,7 +287,7 @@ class _Stop(Exception):
 
 
 def test_ilo_job_passes_its_device_to_the_process_group(monkeypatch, tmp_path):
-    import interp.launch
+    import interp.parallel
     from interp.ilo_job import run_ilo_job
 
     seen = {}
@@ -296,7 +296,7 @@ def test_ilo_job_passes_its_device_to_the_process_group(monkeypatch, tmp_path):
         seen.update(kwargs)
         raise _Stop
 
-    monkeypatch.setattr(interp.launch, "init_distributed", fake_init)
+    monkeypatch.setattr(interp.parallel, "init_distributed", fake_init)
     with pytest.raises(_Stop):
         run_ilo_job(distributed=True, device="cpu", out=tmp_path, timeout_s=7.0, progress=False)
     assert seen == {"timeout_s": 7.0, "device": "cpu"}

@@ -4,6 +4,9 @@ Flow: activations ``[L, N, D]`` + language labels -> exact kNN per layer
 (:func:`interp.knn`: self excluded by index, ties to the lower index) ->
 vectorised bridge / reach / ILO (:mod:`.measures`) -> optional null,
 translation-aware view and bootstrap CIs (:mod:`.baselines`) -> tidy tables.
+The same function runs sharded over ``torch.distributed`` ranks: the points'
+layout (:mod:`.points`, :mod:`.sharded`) decides only whether per-language
+sums are local or ``all_reduce`` d, so every formula exists once.
 
 ``compat=True`` reproduces the official code's neighbour step: take the k+1
 nearest points *including* the point itself and drop the first column by
@@ -17,15 +20,13 @@ reorders near-ties, so published numbers are not reproduced bit for bit
 
 from __future__ import annotations
 
-import numbers
-import warnings
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import numpy as np
 import pandas as pd
 import torch
 
-from interp.extraction.activations import Activations
 from interp.ilo.baselines import (
     bootstrap_ilo,
     percentile_ci,
@@ -33,8 +34,10 @@ from interp.ilo.baselines import (
     retrieval_accuracy,
     translation_share,
 )
-from interp.ilo.measures import bridge_reach, slot_counts
-from interp.neighbors import knn
+from interp.ilo.inputs import check_baselines, check_inputs, check_scoring, language_codes
+from interp.ilo.measures import language_sums, scores_from_sums, slot_counts
+from interp.ilo.points import LocalPoints
+from interp.parallel.collectives import as_timeout
 
 __all__ = ["score", "ILOResult"]
 
@@ -84,90 +87,6 @@ class ILOResult:
         )
 
 
-def _inputs(acts, langs, ids):
-    if isinstance(acts, Activations):
-        x, layers = acts.tensor, list(acts.layers)
-        langs = acts.labels if langs is None else langs
-        ids = acts.ids if ids is None else ids
-        if acts.lengths is not None:
-            raise ValueError("ILO needs pooled activations (one vector per text); these have pooling='none'")
-    elif isinstance(acts, (torch.Tensor, np.ndarray)):
-        x = torch.as_tensor(acts)
-        if x.ndim == 2:
-            x = x.unsqueeze(0)
-        if x.ndim != 3:
-            raise ValueError(f"activations must be [n_layers, N, D] or [N, D], got shape {tuple(x.shape)}")
-        layers = list(range(x.shape[0]))
-    else:
-        raise TypeError(f"acts must be interp.Activations or a tensor, got {type(acts).__name__}")
-    if langs is None:
-        raise ValueError("langs is required: one language label per point (or Activations with labels)")
-    langs = list(langs)
-    if len(langs) != x.shape[1]:
-        raise ValueError(f"langs has {len(langs)} labels but there are {x.shape[1]} points")
-    if ids is not None and len(ids) != x.shape[1]:
-        raise ValueError(f"ids has {len(ids)} entries but there are {x.shape[1]} points")
-    if not x.dtype.is_floating_point:
-        raise TypeError(f"activations must be floating point, got {x.dtype}")
-    if not torch.isfinite(x).all():
-        layer = int((~torch.isfinite(x)).flatten(1).any(1).nonzero()[0])
-        raise ValueError(f"activations contain NaN or Inf (first in layer {layers[layer]}); ILO needs finite vectors")
-    return x, layers, langs, ids
-
-
-def _codes(values) -> tuple[torch.Tensor, list]:
-    order = list(dict.fromkeys(values))  # first-appearance order
-    lookup = {v: i for i, v in enumerate(order)}
-    return torch.tensor([lookup[v] for v in values], dtype=torch.int64), order
-
-
-def _is_int(value) -> bool:
-    """A Python or NumPy integer, not a bool."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
-
-
-def _check_baselines(null, bootstrap, seed) -> None:
-    """Validate the baseline arguments (before any work, in the single-process and the sharded path)."""
-    if not _is_int(null) or null < 0 or null == 1:
-        raise ValueError(f"null must be 0 (no null) or an int >= 2 permutations (its std needs two), got {null!r}")
-    if not _is_int(bootstrap) or bootstrap < 0:
-        raise ValueError(f"bootstrap must be an int >= 0 (number of item resamples; 0 = none), got {bootstrap!r}")
-    if not _is_int(seed):
-        raise ValueError(f"seed must be an int, got {seed!r}")
-
-
-def _check(codes, languages, ids, k, t, min_count, bootstrap, retrieval) -> tuple[torch.Tensor | None, int, int, int]:
-    """Validate the scoring arguments against the (global) labels.
-
-    Returns ``(item codes or None, k, t, min_count)``, the integers as Python ints (numpy ones are accepted).
-    """
-    n_langs, n_points = len(languages), len(codes)
-    if n_langs < 2:
-        raise ValueError(f"ILO compares languages: need at least 2, got {languages}")
-    per_lang = torch.bincount(codes, minlength=n_langs)
-    small = [languages[i] for i in range(n_langs) if per_lang[i] < 2]
-    if small:
-        raise ValueError(f"languages with fewer than 2 points: {small}; ILO needs at least 2 per language")
-    if not _is_int(k) or not 1 <= k < n_points - 1:
-        raise ValueError(f"k must be an int with 1 <= k < N - 1 = {n_points - 1}, got {k!r}")
-    if not _is_int(t) or not 1 <= t <= k:
-        raise ValueError(f"t must be an int with 1 <= t <= k = {k}, got {t!r}")
-    if not _is_int(min_count) or min_count < 1:
-        raise ValueError(f"min_count must be an int >= 1 (neighbour slots), got {min_count!r}")
-    items = None if ids is None else _codes(ids)[0]
-    if (bootstrap or retrieval) and items is None:
-        raise ValueError("bootstrap and retrieval need item ids (which points are translations of each other)")
-    if items is not None and int(items.max()) + 1 == n_points:
-        unpaired = (
-            "every item id is distinct, so no point has a translation to find (Activations made without ids= "
-            "carry 0..N-1); pass ids= with the same id for the translations of one item"
-        )
-        if retrieval:
-            raise ValueError(f"retrieval needs translations: {unpaired}")
-        warnings.warn(f"translation_share is 0 by construction: {unpaired}", UserWarning, stacklevel=3)
-    return items, int(k), int(t), int(min_count)
-
-
 def _tables(columns: dict, layers: list[int], languages: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The per-(layer, language) table and the per-layer summary from ``[L, n_langs]`` columns."""
     n_langs = len(languages)
@@ -210,7 +129,7 @@ def score(
     seed: int = 0,
     backend: str = "auto",
     group=None,
-    timeout: float | None = None,
+    timeout: float | timedelta | None = None,
 ) -> ILOResult:
     """ILO score per layer and language (Wilie et al. 2025).
 
@@ -230,53 +149,60 @@ def score(
         bootstrap: number of item resamples for 95% CIs (0 = none; needs ids).
         retrieval: also compute cross-lingual retrieval accuracy per language pair (needs ids).
         seed: seed of the null and the bootstrap.
+        backend: the kNN's stage-1 engine (:func:`interp.knn`).
         group: a ``torch.distributed`` process group (e.g. ``dist.group.WORLD``):
             ``acts``, ``langs`` and ``ids`` are then this rank's contiguous shard
             of the points (shards in rank order), the kNN is sharded and the
-            scores are reduced over ranks -- see :mod:`interp.ilo.distributed`.
+            sums are reduced over ranks -- see :mod:`interp.ilo.sharded`. Every
+            rank returns the single-process tables bit for bit; ``indices`` holds
+            this rank's rows.
         timeout: with ``group``, seconds before a silent peer is an error.
 
     Returns:
         :class:`ILOResult`.
     """
-    _check_baselines(null, bootstrap, seed)
-    if group is not None:
-        from interp.ilo.distributed import score_sharded
+    check_baselines(null, bootstrap, seed)
+    if group is None:
+        x, layers, langs, ids = check_inputs(acts, langs, ids)
+        points = LocalPoints(len(langs))
+    else:
+        from interp.ilo.sharded import exchange
 
-        return score_sharded(acts, langs, k, t, metric, compat, ids=ids, min_count=min_count, null=null,
-                             bootstrap=bootstrap, retrieval=retrieval, seed=seed, backend=backend, group=group,
-                             timeout=timeout)  # fmt: skip
-    x, layers, langs, ids = _inputs(acts, langs, ids)
-    codes, languages = _codes(langs)
+        settings = {"k": k, "t": t, "metric": metric, "compat": bool(compat), "min_count": min_count, "null": null,
+                    "bootstrap": bootstrap, "retrieval": bool(retrieval), "seed": seed}  # fmt: skip
+        points, x, layers, langs, ids = exchange(acts, langs, ids, settings, group, as_timeout(timeout))
+    codes, languages = language_codes(langs)
     n_langs, n_points = len(languages), len(langs)
-    items, k, t, min_count = _check(codes, languages, ids, k, t, min_count, bootstrap, retrieval)
+    items, k, t, min_count = check_scoring(codes, languages, ids, k, t, min_count, bootstrap, retrieval)
     null, bootstrap, seed = map(int, (null, bootstrap, seed))
 
+    x = points.prepare(x)
     if compat:
-        found, _ = knn(x, k + 1, metric=metric, exclude_self=False, backend=backend)
+        found, _ = points.knn(x, k + 1, metric=metric, exclude_self=False, backend=backend)
         indices = found[..., 1:]
     else:
-        indices, _ = knn(x, k, metric=metric, exclude_self=True, backend=backend)
+        indices, _ = points.knn(x, k, metric=metric, exclude_self=True, backend=backend)
     indices = indices.cpu()  # scoring runs on the CPU labels (the kNN may have run on CUDA activations)
-    counts = slot_counts(indices, codes, n_langs)
-    scores = bridge_reach(counts, codes, n_langs, t, min_count)
+    counts = slot_counts(indices, codes, n_langs)  # [L, n, n_langs]: this process's rows
+    sums = points.sum(language_sums(counts, codes[points.rows], n_langs, t), "reducing ILO counts")
+    scores = scores_from_sums(sums, torch.bincount(codes, minlength=n_langs), n_langs, min_count)
 
     columns = {name: scores[name] for name in ("bridge", "reach", "reach_raw", "ilo")}
     if null:
-        null_ilo = permutation_null(indices, codes, n_langs, t, null, seed, min_count)
+        null_ilo = permutation_null(indices, codes, n_langs, t, null, seed, min_count, points=points)
         columns["null_mean"] = null_ilo.mean(0)
         columns["null_std"] = null_ilo.std(0)
         columns["ilo_minus_null"] = scores["ilo"] - columns["null_mean"]
         columns["z"] = columns["ilo_minus_null"] / columns["null_std"].clamp_min(1e-12)
     if items is not None:
-        columns["translation_share"] = translation_share(indices, codes, items, n_langs)
+        columns["translation_share"] = translation_share(indices, codes, items, n_langs, points=points)
     if bootstrap:
-        boot = bootstrap_ilo(counts, codes, items, n_langs, t, bootstrap, seed, min_count)
+        boot = bootstrap_ilo(counts, codes, items, n_langs, t, bootstrap, seed, min_count, points=points)
         columns["ilo_ci_low"], columns["ilo_ci_high"] = percentile_ci(boot)
 
     table, by_layer = _tables(columns, layers, languages)
     params = {"k": k, "t": t, "metric": metric, "compat": compat, "min_count": min_count, "null": null,
-              "bootstrap": bootstrap, "seed": seed, "n_points": n_points}  # fmt: skip
+              "bootstrap": bootstrap, "seed": seed, "n_points": n_points, **points.params}  # fmt: skip
     return ILOResult(
         table=table,
         by_layer=by_layer,
@@ -285,5 +211,5 @@ def score(
         layers=layers,
         params=params,
         indices=indices,
-        retrieval=retrieval_accuracy(x, codes, items, n_langs, metric, backend) if retrieval else None,
+        retrieval=retrieval_accuracy(x, codes, items, n_langs, metric, backend, points=points) if retrieval else None,
     )

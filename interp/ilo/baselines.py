@@ -17,34 +17,62 @@
   ILO undefined (NaN), and :func:`percentile_ci` skips it: with unequal
   languages (a language covering few items) counting it as 0 would drag the
   CI to 0.
+
+Each takes the ``points`` layout (:mod:`interp.ilo.points`; default: all points in
+this process): per-point work runs on this process's rows (``indices``/``counts``
+hold those rows only), cross-point sums go through ``points.sum``.
 """
 
 from __future__ import annotations
 
 import torch
 
-from interp.ilo.measures import bridge_reach, harmonic, slot_counts
+from interp.ilo.measures import bridging, harmonic, language_sums, scores_from_sums, slot_counts
+from interp.ilo.points import LocalPoints, Points
 
 __all__ = ["permutation_null", "translation_share", "retrieval_accuracy", "bootstrap_ilo", "percentile_ci"]
 
 
 def permutation_null(
-    indices: torch.Tensor, codes: torch.Tensor, n_langs: int, t: int, n_perm: int, seed: int = 0, min_count: int = 1
+    indices: torch.Tensor,
+    codes: torch.Tensor,
+    n_langs: int,
+    t: int,
+    n_perm: int,
+    seed: int = 0,
+    min_count: int = 1,
+    *,
+    points: Points | None = None,
 ) -> torch.Tensor:
-    """ILO under shuffled language labels: ``[n_perm, L, n_langs]`` float64."""
+    """ILO under shuffled language labels: ``[n_perm, L, n_langs]`` float64.
+
+    ``indices`` ``[L, n, k]`` are the neighbours of this process's rows, ``codes`` ``[N]``
+    the languages of all points.
+    """
+    points = points or LocalPoints(len(codes))
     generator = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(n_perm):
-        shuffled = codes[torch.randperm(len(codes), generator=generator)]
-        counts = slot_counts(indices, shuffled, n_langs)
-        out.append(bridge_reach(counts, shuffled, n_langs, t, min_count)["ilo"])
-    return torch.stack(out)
+    shuffles = [codes[torch.randperm(len(codes), generator=generator)] for _ in range(n_perm)]
+    local = torch.stack([language_sums(slot_counts(indices, s, n_langs), s[points.rows], n_langs, t) for s in shuffles])
+    sums = points.sum(local, "reducing null counts")
+    per_lang = torch.bincount(codes, minlength=n_langs)  # a permutation keeps every language's size
+    return torch.stack([scores_from_sums(sums[p], per_lang, n_langs, min_count)["ilo"] for p in range(n_perm)])
 
 
-def translation_share(indices: torch.Tensor, codes: torch.Tensor, items: torch.Tensor, n_langs: int) -> torch.Tensor:
-    """Mean share of neighbours that are the same item in another language: ``[L, n_langs]``."""
-    same_item = (items[indices] == items[None, :, None]) & (codes[indices] != codes[None, :, None])
-    per_point = same_item.double().mean(-1)  # [L, N]
+def translation_share(
+    indices: torch.Tensor, codes: torch.Tensor, items: torch.Tensor, n_langs: int, *, points: Points | None = None
+) -> torch.Tensor:
+    """Mean share of neighbours that are the same item in another language: ``[L, n_langs]``.
+
+    The per-point share is (same-item neighbours) / k; its mean over a language's
+    points is a float sum, so the per-point counts are brought into point order
+    (``points.gather``) before it is taken.
+    """
+    points = points or LocalPoints(len(codes))
+    rows = points.rows
+    same = (items[indices] == items[rows][None, :, None]) & (codes[indices] != codes[rows][None, :, None])
+    per_point = (
+        points.gather(same.sum(-1), "gathering same-item counts", indices.shape[-1]).double() / indices.shape[-1]
+    )  # [L, N]
     per_lang = torch.bincount(codes, minlength=n_langs).double()
     return torch.zeros(indices.shape[0], n_langs, dtype=torch.float64).index_add_(1, codes, per_point) / per_lang
 
@@ -56,21 +84,26 @@ def retrieval_accuracy(
     n_langs: int,
     metric: str = "cosine",
     backend: str = "auto",
+    *,
+    points: Points | None = None,
 ) -> torch.Tensor:
     """``acc[l, a, b]``: share of language-a points whose nearest language-b point is the same item.
 
-    ``x`` is ``[L, N, D]``; one exact kNN search per target language b (all
-    points as queries), so the cost is one ``N × N`` sweep per layer.
+    ``x`` is ``[L, n, D]`` (this process's rows); one exact kNN search per target
+    language b (all points as queries), so the cost is one ``N × N`` sweep per layer.
     """
-    from interp.neighbors import knn
-
+    points = points or LocalPoints(len(codes))
+    codes_here, items_here = codes[points.rows], items[points.rows]
     acc = torch.full((x.shape[0], n_langs, n_langs), float("nan"), dtype=torch.float64)
     per_lang = torch.bincount(codes, minlength=n_langs).double()
     for b in range(n_langs):
-        members = (codes == b).nonzero().squeeze(1)
-        found, _ = knn(x[:, members], 1, metric=metric, queries=x, exclude_self=False, backend=backend)  # [L, N, 1]
-        hit = (items[members][found[..., 0].cpu()] == items[None, :]).double()  # [L, N]
-        acc[:, :, b] = torch.zeros(x.shape[0], n_langs, dtype=torch.float64).index_add_(1, codes, hit) / per_lang
+        members = (codes == b).nonzero().squeeze(1)  # global, ascending: the order of the sharded targets too
+        mine = (codes_here == b).nonzero().squeeze(1)
+        found, _ = points.knn(x[:, mine], 1, metric=metric, queries=x, exclude_self=False, backend=backend)
+        hit = (items[members][found[..., 0].cpu()] == items_here[None, :]).long()  # [L, n]
+        hits = torch.zeros(x.shape[0], n_langs, dtype=torch.int64).index_add_(1, codes_here, hit)
+        hits = points.sum(hits, f"reducing retrieval hits of language {b}")
+        acc[:, :, b] = hits.double() / per_lang
         acc[:, b, b] = float("nan")
     return acc
 
@@ -84,30 +117,35 @@ def bootstrap_ilo(
     n_boot: int,
     seed: int = 0,
     min_count: int = 1,
+    *,
+    points: Points | None = None,
 ) -> torch.Tensor:
     """ILO of ``n_boot`` item resamples: ``[n_boot, L, n_langs]`` float64.
 
     Each resample draws items with replacement; a point weighs as often as its
-    item was drawn. ``counts`` is :func:`~interp.ilo.measures.slot_counts`.
-    NaN where a resample holds no point of the language (ILO undefined).
+    item was drawn. ``counts`` is :func:`~interp.ilo.measures.slot_counts` of this
+    process's rows. NaN where a resample holds no point of the language (ILO undefined).
     """
+    points = points or LocalPoints(len(codes))
+    codes_here, items_here = codes[points.rows], items[points.rows]
     n_items = int(items.max()) + 1
     generator = torch.Generator().manual_seed(seed)
     draws = torch.randint(0, n_items, (n_boot, n_items), generator=generator)
     item_weight = torch.zeros(n_boot, n_items, dtype=torch.float64).scatter_add_(
         1, draws, torch.ones(n_boot, n_items, dtype=torch.float64)
     )
-    weight = item_weight[:, items]  # [R, N]
-    own = torch.nn.functional.one_hot(codes, n_langs).bool()
-    bridged = (((counts > 0) & ~own).sum(-1) >= t).double()  # [L, N]
+    bridged = bridging(counts, codes_here, n_langs, t).double()  # [L, n]
     off_diagonal = ~torch.eye(n_langs, dtype=torch.bool)
     out = torch.zeros(n_boot, counts.shape[0], n_langs, dtype=torch.float64)
     for a in range(n_langs):
-        members = (codes == a).nonzero().squeeze(1)
-        w = weight[:, members]  # [R, n_a]
-        total = w.sum(1, keepdim=True)  # [R, 1]
-        bridge = (w @ bridged[:, members].T) / total.clamp_min(1e-300)  # [R, L]
-        slots = torch.einsum("rn,lnb->rlb", w, counts[:, members].double())  # weighted slot counts
+        members = (codes_here == a).nonzero().squeeze(1)
+        w = item_weight[:, items_here[members]]  # [R, n_a here]
+        # weighted bridging points and slot counts: integer-valued float64, exact in any order
+        part = torch.cat([(w @ bridged[:, members].T).unsqueeze(-1),
+                          torch.einsum("rn,lnb->rlb", w, counts[:, members].double())], -1)  # fmt: skip
+        part = points.sum(part, f"reducing bootstrap sums of language {a}")
+        total = item_weight[:, items[codes == a]].sum(1, keepdim=True)  # [R, 1]
+        bridge, slots = part[..., 0] / total.clamp_min(1e-300), part[..., 1:]
         reach = ((slots >= min_count - 1e-9) & (slots > 0) & off_diagonal[a]).sum(-1).double() / (n_langs - 1)
         out[:, :, a] = torch.where(total > 0, harmonic(bridge, reach), float("nan"))
     return out

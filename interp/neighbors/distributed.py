@@ -26,124 +26,40 @@ visits the rank's own shard, where query i is local point i.
 
 Failure. Every rank checks its input and the ranks agree on the shapes and
 on the scalar arguments (k, metric, exclude_self, precision, dtype; one small
-exchange, :func:`all_gather_object`) before any work, so bad input -- or one
+exchange, :func:`~interp.parallel.collectives.all_gather_object`) before any work, so bad input -- or one
 rank calling with a different ``k`` -- raises the same clear ``ValueError``
 everywhere instead of hanging or returning silently inconsistent rows. Every communication is
 waited on with a timeout; a dead or stuck peer raises
-:class:`DistributedKNNError` naming the step and the peer.
+:class:`~interp.parallel.collectives.DistributedError` (alias ``DistributedKNNError``)
+naming the step and the peer (the bounded collectives are :mod:`interp.parallel.collectives`).
 
 Backends: gloo (CPU tensors) and NCCL (CUDA tensors, one device per rank).
 """
 
 from __future__ import annotations
 
-import pickle
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
 from interp.neighbors.api import METRICS, as_float_tensor, knn
+from interp.parallel.collectives import (
+    DistributedError,
+    all_gather_object,
+    as_timeout,
+    check_same_arguments,
+    gather_rows,
+    raise_failed,
+    shard_range,
+    shard_sizes,
+    wait,
+)
 
 __all__ = ["knn_sharded", "shard_range", "shard_sizes", "DistributedKNNError", "gather_rows", "all_gather_object"]
 
-DEFAULT_TIMEOUT = timedelta(minutes=10)
-
-
-class DistributedKNNError(RuntimeError):
-    """A collective of the sharded kNN failed: a peer died, or did not answer in time."""
-
-
-def shard_range(n: int, rank: int, world_size: int) -> tuple[int, int]:
-    """``(start, stop)`` of rank ``rank``'s contiguous shard of ``n`` points.
-
-    Balanced: the first ``n % world_size`` ranks get one point more.
-    """
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"rank must be in [0, {world_size}), got {rank} (world size {world_size})")
-    base, extra = divmod(n, world_size)
-    start = rank * base + min(rank, extra)
-    return start, start + base + (rank < extra)
-
-
-def _comm_device(group) -> torch.device:
-    if dist.get_backend(group) == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
-def _raise(err: Exception, what: str, timeout: timedelta):
-    first = str(err).splitlines()[0] if str(err) else ""
-    raise DistributedKNNError(
-        f"rank {dist.get_rank()}: distributed step failed while {what}: {type(err).__name__}: {first}. "
-        f"This is how a peer process that died, or did not answer within {timeout.total_seconds():.0f} s, "
-        "shows up; check the other ranks' logs -- the job cannot continue."
-    ) from err
-
-
-def _wait(work, what: str, timeout: timedelta) -> None:
-    try:
-        work.wait(timeout)
-    except Exception as err:  # gloo raises RuntimeError / DistBackendError; NCCL may raise others
-        _raise(err, what, timeout)
-
-
-def _all_gather(local: torch.Tensor, what: str, group, timeout: timedelta) -> list[torch.Tensor]:
-    out = [torch.empty_like(local) for _ in range(dist.get_world_size(group))]
-    _wait(dist.all_gather(out, local, group=group, async_op=True), what, timeout)
-    return out
-
-
-def all_gather_object(obj, what: str, group=None, timeout: timedelta = DEFAULT_TIMEOUT) -> list:
-    """Every rank's picklable ``obj``, in rank order, with every wait bounded by ``timeout``.
-
-    Unlike :func:`torch.distributed.all_gather_object` (which waits for the
-    process group's own timeout), this is two tensor ``all_gather`` s (byte
-    counts, then the padded pickles), each waited on with :func:`_wait`, so a
-    dead or stalled peer raises :class:`DistributedKNNError` within ``timeout``.
-    """
-    device = _comm_device(group)
-    payload = torch.frombuffer(bytearray(pickle.dumps(obj)), dtype=torch.uint8)
-    sizes = _all_gather(torch.tensor([payload.numel()], dtype=torch.int64, device=device), what, group, timeout)
-    sizes = [int(n) for n in sizes]
-    padded = torch.zeros(max(sizes), dtype=torch.uint8, device=device)
-    padded[: payload.numel()] = payload.to(device)
-    parts = _all_gather(padded, what, group, timeout)
-    return [pickle.loads(p[:n].cpu().numpy().tobytes()) for p, n in zip(parts, sizes, strict=True)]
-
-
-def check_same_arguments(settings: list[dict], rank: int, fn: str) -> None:
-    """Raise the same ``ValueError`` on every rank if the ranks passed different scalar arguments."""
-    for name in settings[0]:
-        values = [s[name] for s in settings]
-        if any(v != values[0] or type(v) is not type(values[0]) for v in values):
-            per_rank = ", ".join(f"rank {r}: {v!r}" for r, v in enumerate(values))
-            raise ValueError(
-                f"rank {rank}: the ranks called {fn} with different {name} ({per_rank}); every rank must pass "
-                f"the same {name}"
-            )
-
-
-def shard_sizes(n_local: int, group=None, timeout: timedelta = DEFAULT_TIMEOUT) -> list[int]:
-    """Shard size of every rank (one small ``all_gather``)."""
-    local = torch.tensor([n_local], dtype=torch.int64, device=_comm_device(group))
-    return [int(t) for t in _all_gather(local, "exchanging shard sizes", group, timeout)]
-
-
-def gather_rows(
-    local: torch.Tensor, sizes: list[int], dim: int = 0, group=None, timeout: timedelta = DEFAULT_TIMEOUT
-) -> torch.Tensor:
-    """All-gather per-rank shards of uneven sizes ``sizes`` along ``dim``, concatenated in rank order.
-
-    Used for small per-point values (e.g. ``[L, n_r]`` counts), never for ``N × k`` lists.
-    """
-    width = max(sizes)
-    pad = list(local.shape)
-    pad[dim] = width - local.shape[dim]
-    device = _comm_device(group)
-    padded = torch.cat([local.to(device), torch.zeros(pad, dtype=local.dtype, device=device)], dim=dim)
-    parts = _all_gather(padded.contiguous(), "gathering per-point values", group, timeout)
-    return torch.cat([p.narrow(dim, 0, n) for p, n in zip(parts, sizes, strict=True)], dim=dim).to(local.device)
+# kept under the names this module always exported; they live in interp.parallel.collectives
+DistributedKNNError = DistributedError
 
 
 def _merge(
@@ -214,10 +130,7 @@ def knn_sharded(
             "interp.launch.init_distributed() (or torch.distributed.init_process_group) first, "
             "or use interp.knn for a single process"
         )
-    if timeout is None:
-        timeout = DEFAULT_TIMEOUT
-    elif not isinstance(timeout, timedelta):
-        timeout = timedelta(seconds=float(timeout))
+    timeout = as_timeout(timeout)
     rank, world = dist.get_rank(group), dist.get_world_size(group)
     X, problem = _local_problem("X", X)
     Q, q_problem = _local_problem("queries", queries)
@@ -289,7 +202,7 @@ def knn_sharded(
                 try:
                     works = dist.batch_isend_irecv(ops)
                 except Exception as err:  # a dead peer can fail the post itself
-                    _raise(err, what, timeout)
+                    raise_failed(err, what, timeout)
             works = [(what, work) for work in works]
         own = src == rank and exclude_self
         k_here = min(k, current.shape[1] - int(own))
@@ -299,7 +212,7 @@ def knn_sharded(
                            queries=None if self_search else Qs, precision=precision, block=block)  # fmt: skip
             index, found = _merge(index, found, idx + offsets[src], dst, k)
         for what, work in works:
-            _wait(work, f"{what} (ring step {step + 1}/{world})", timeout)
+            wait(work, f"{what} (ring step {step + 1}/{world})", timeout)
         if incoming is not None:
             current = incoming
     if m == 0:  # no queries on this rank: empty [B, 0, k] answers
