@@ -16,8 +16,7 @@ from interp import freeze, ilo, similarity
 from interp.extraction import Activations, ActivationStore, extract
 from interp.models import DEFAULT_MODEL, get_adapter, load_model
 from interp.neighbors import knn, neighbor_labels
-
-__version__ = "0.1.0"
+from interp.version import __version__
 
 __all__ = [
     "Activations",

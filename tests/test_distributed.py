@@ -288,7 +288,7 @@ class _Stop(Exception):
 
 def test_ilo_job_passes_its_device_to_the_process_group(monkeypatch, tmp_path):
     import interp.parallel
-    from interp.ilo_job import run_ilo_job
+    from interp.cli.ilo import run_ilo_job
 
     seen = {}
 

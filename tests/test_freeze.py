@@ -326,7 +326,7 @@ def test_bad_input_errors(llama12, tok):
         freeze(model, blocks=[1], spec=FreezeSpec(blocks=(2,)))
     with pytest.raises(ValueError, match="is empty"):
         finetune(model, tok, [], steps=1, progress=False)
-    with pytest.raises(TypeError, match="not one string"):
+    with pytest.raises(TypeError, match="not a single string"):
         finetune(model, tok, "one text", steps=1, progress=False)
     with pytest.raises(ValueError, match="fewer than 2 tokens"):
         finetune(model, tok, ["", ""], steps=1, progress=False)  # byte tokenizer: "" -> <bos> only
@@ -553,7 +553,7 @@ def test_experiment_gpt2_frozen_path_is_observed_identity(tok):
 
 
 def test_cli_freeze_experiment(tmp_path):
-    from interp.freeze_cli import add_freeze_parser
+    from interp.cli.freeze import add_parser as add_freeze_parser
 
     model_dir = tmp_path / "tiny"
     tiny_llama(n_layers=4, d_model=32, seed=6).save_pretrained(model_dir)
@@ -577,7 +577,7 @@ def test_cli_freeze_experiment(tmp_path):
 
 
 def _cli_args(*extra):
-    from interp.freeze_cli import add_freeze_parser
+    from interp.cli.freeze import add_parser as add_freeze_parser
 
     parser = argparse.ArgumentParser(prog="interp")
     add_freeze_parser(parser.add_subparsers(dest="command", required=True))
@@ -610,7 +610,7 @@ def test_cli_n_first_errors(n_first, recipe, message):
 
 
 def test_cli_n_first_conditions():
-    from interp.freeze_cli import _conditions
+    from interp.cli.freeze import conditions_from_args as _conditions
 
     names = _conditions(_cli_args("--n-first", "1", "--recipe", "update"))
     assert names == {"full": None, "frozen_0-0": FreezeSpec(blocks=(0,), embeddings=True, final_norm=True,

@@ -264,7 +264,7 @@ def test_plots_return_figures(tmp_path):
     import matplotlib
 
     matplotlib.use("Agg")
-    from interp.plot import plot_cooccurrence, plot_ilo_heatmap, plot_ilo_layers
+    from interp.ilo.plot import plot_cooccurrence, plot_ilo_heatmap, plot_ilo_layers
 
     g = torch.Generator().manual_seed(7)
     result = interp.ilo.score(torch.randn(4, 4 * 20, 8, generator=g), _langs(4, 20), null=5)

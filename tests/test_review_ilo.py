@@ -404,7 +404,7 @@ def job_env(monkeypatch, tmp_path):
 
     monkeypatch.setenv("INTERP_CACHE", str(tmp_path / "cache"))
     model, tok = tiny_llama(n_layers=2, d_model=32, seed=1), byte_tokenizer()
-    monkeypatch.setattr(interp, "load_model", lambda *args, **kwargs: (model, tok))
+    monkeypatch.setattr(interp.models.loading, "load_model", lambda *args, **kwargs: (model, tok))
     words = ["sun", "moon", "star", "river", "stone", "tree", "cloud", "fire", "snow", "wind"]
     rows = [{"lang": lang, "id": f"w{i}", "text": f"{lang[:3]} {w} {i}"}
             for lang in ("eng_Latn", "fra_Latn", "deu_Latn") for i, w in enumerate(words)]  # fmt: skip
@@ -416,8 +416,8 @@ def job_env(monkeypatch, tmp_path):
 def test_job_outputs_match_reference_and_layer_numbering(job_env):
     import pandas as pd
 
+    from interp.cli.ilo import run_ilo_job
     from interp.data import load_parallel
-    from interp.ilo_job import run_ilo_job
 
     model, tok, data, tmp = job_env
     out = tmp / "out"
@@ -450,8 +450,8 @@ def test_job_outputs_match_reference_and_layer_numbering(job_env):
 
 @pytest.mark.parametrize("failure", [RuntimeError, KeyboardInterrupt])
 def test_job_failure_leaves_no_half_written_outputs(job_env, monkeypatch, failure):
-    import interp.plot
-    from interp.ilo_job import run_ilo_job
+    import interp.ilo.plot
+    from interp.cli.ilo import run_ilo_job
 
     _, _, data, tmp = job_env
     out = tmp / "out"
@@ -462,7 +462,7 @@ def test_job_failure_leaves_no_half_written_outputs(job_env, monkeypatch, failur
     def broken(*args, **kwargs):
         raise failure("figure failed")
 
-    monkeypatch.setattr(interp.plot, "plot_cooccurrence", broken)
+    monkeypatch.setattr(interp.ilo.plot, "plot_cooccurrence", broken)
     with pytest.raises(failure):
         run_ilo_job(data=data, out=out, k=4, t=1, null=0, progress=False)  # a different run fails while writing
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the previous run's outputs, complete

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from interp._validation import check_texts
 from interp.extraction.activations import Activations
 from interp.extraction.backends import check_backend, get_backend
 from interp.extraction.backends.base import input_device
@@ -105,27 +106,6 @@ def _check_context(tokens: list[Tokenized], texts: list[str], model: nn.Module) 
             f"{limit} (config.max_position_embeddings; {len(too_long)} such texts); pass max_length={limit} "
             "to truncate them, or shorten them"
         )
-
-
-def _check_texts(texts) -> list[str]:
-    if isinstance(texts, str):
-        raise TypeError("texts must be a list of strings, not a single string; wrap it: [text]")
-    texts = list(texts)
-    if not texts:
-        raise ValueError("texts is empty; pass at least one string")
-    bad = [(i, type(t).__name__) for i, t in enumerate(texts) if not isinstance(t, str)]
-    if bad:
-        shown = ", ".join(f"#{i} is {name}" for i, name in bad[:5])
-        raise TypeError(f"texts must all be strings; {len(bad)} are not ({shown})")
-    for i, text in enumerate(texts):
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as err:  # lone surrogates, e.g. from a bad decode: no tokenizer takes them
-            raise ValueError(
-                f"text {i} ({text[:40]!r}) is not valid Unicode ({err.reason} at position {err.start}); "
-                "clean it, e.g. text.encode('utf-8', 'replace').decode('utf-8')"
-            ) from None
-    return texts
 
 
 def _check_metadata(name: str, values, n: int) -> list | None:
@@ -301,7 +281,7 @@ def extract(
         :class:`Activations` with ``tensor`` ``[n_layers, n_texts, d_model]``
         on CPU (``[n_layers, n_tokens, d_model]`` + ``lengths`` for ``"none"``).
     """
-    texts = _check_texts(texts)
+    texts = check_texts(texts)
     check_pooling(pooling)
     check_backend(backend)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:

@@ -17,21 +17,6 @@ from torch import nn
 __all__ = ["tokenize", "collate", "summed_nll"]
 
 
-def _check_texts(texts, what: str) -> list[str]:
-    if isinstance(texts, str):
-        raise TypeError(f"{what} must be a list of strings, not one string (wrap it in a list)")
-    try:
-        texts = list(texts)
-    except TypeError as err:
-        raise TypeError(f"{what} must be a list of strings, got {type(texts).__name__}") from err
-    if not texts:
-        raise ValueError(f"{what} is empty: pass at least one text")
-    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
-    if bad:
-        raise TypeError(f"{what} must contain only strings; entries {bad[:5]} are not")
-    return texts
-
-
 def tokenize(tokenizer, texts: list[str], max_length: int | None) -> list[list[int]]:
     """Token ids of each text (special tokens added; truncated to ``max_length`` if given)."""
     if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2):

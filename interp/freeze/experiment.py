@@ -41,11 +41,13 @@ import pandas as pd
 import torch
 from torch import nn
 
+from interp._validation import check_texts
 from interp.data.corpus import ParallelCorpus
-from interp.freeze.batching import _check_texts
+from interp.extraction.api import extract
 from interp.freeze.finetune import finetune
 from interp.freeze.lm_loss import language_loss
 from interp.freeze.spec import FreezeSpec, frozen_path_layers
+from interp.ilo.api import score
 from interp.models.adapter import get_adapter
 
 __all__ = ["run_experiment", "FreezeExperimentResult", "default_conditions", "train_heldout_split", "BASE"]
@@ -193,12 +195,10 @@ def _check_conditions(conditions, n_blocks: int) -> dict[str, FreezeSpec | None]
 
 
 def _evaluate(model, tokenizer, name, texts, langs, ids, heldout, opts) -> tuple[pd.DataFrame, pd.DataFrame]:
-    import interp
-
-    acts = interp.extract(model, tokenizer, texts, layers=opts["layers"], pooling=opts["pooling"],
+    acts = extract(model, tokenizer, texts, layers=opts["layers"], pooling=opts["pooling"],
                           backend=opts["backend"], batch_size=opts["eval_batch_size"], labels=langs, ids=ids,
                           progress=opts["progress"])  # fmt: skip
-    scores = interp.ilo.score(acts, k=opts["k"], t=opts["t"], metric=opts["metric"])
+    scores = score(acts, k=opts["k"], t=opts["t"], metric=opts["metric"])
     ilo = scores.table[["layer", "language", "bridge", "reach", "reach_raw", "ilo"]].copy()
     ilo.insert(0, "condition", name)
     loss = language_loss(model, tokenizer, heldout, batch_size=opts["eval_batch_size"],
@@ -257,7 +257,7 @@ def run_experiment(
     Returns:
         :class:`FreezeExperimentResult`.
     """
-    train_texts = _check_texts(train_texts, "train_texts (the fine-tuning texts)")
+    train_texts = check_texts(train_texts, "train_texts (the fine-tuning texts)")
     if not isinstance(eval_corpus, ParallelCorpus):
         raise TypeError(f"eval_corpus must be an interp.data.ParallelCorpus, got {type(eval_corpus).__name__}")
     heldout = eval_corpus if heldout is None else heldout

@@ -40,7 +40,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from interp.freeze.batching import _check_texts, collate, pad_id, summed_nll, tokenize
+from interp._validation import check_texts
+from interp.freeze.batching import collate, pad_id, summed_nll, tokenize
 from interp.freeze.spec import FreezeSpec, count_scalars, freeze
 
 __all__ = ["finetune", "FinetuneResult"]
@@ -153,7 +154,7 @@ def finetune(
             before that step's update, so an ``inplace`` model keeps the weights
             of the last finite step (flags and train/eval modes restored too).
     """
-    texts = _check_texts(texts, "texts (the training texts)")
+    texts = check_texts(texts, "texts (the training texts)")
     steps = _positive_int("steps", steps)
     batch_size = _positive_int("batch_size", batch_size)
     grad_accum = _positive_int("grad_accum", grad_accum)

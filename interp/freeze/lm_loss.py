@@ -19,8 +19,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from interp._validation import check_texts
 from interp.data.corpus import ParallelCorpus
-from interp.freeze.batching import _check_texts, collate, pad_id, summed_nll, tokenize
+from interp.freeze.batching import collate, pad_id, summed_nll, tokenize
 
 __all__ = ["language_loss"]
 
@@ -31,7 +32,7 @@ def _by_language(corpus) -> dict[str, list[str]]:
     if isinstance(corpus, Mapping):
         if not corpus:
             raise ValueError("the held-out corpus has no languages")
-        return {lang: _check_texts(texts, f"held-out texts of {lang!r}") for lang, texts in corpus.items()}
+        return {lang: check_texts(texts, f"held-out texts of {lang!r}") for lang, texts in corpus.items()}
     raise TypeError(f"corpus must be a ParallelCorpus or a dict {{language: [texts]}}, got {type(corpus).__name__}")
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from interp._validation import first_appearance_codes
 from interp.ilo.baselines import (
     bootstrap_ilo,
     percentile_ci,
@@ -34,7 +35,7 @@ from interp.ilo.baselines import (
     retrieval_accuracy,
     translation_share,
 )
-from interp.ilo.inputs import check_baselines, check_inputs, check_scoring, language_codes
+from interp.ilo.inputs import check_baselines, check_inputs, check_scoring
 from interp.ilo.measures import language_sums, scores_from_sums, slot_counts
 from interp.ilo.points import LocalPoints
 from interp.parallel.collectives import as_timeout
@@ -73,8 +74,8 @@ class ILOResult:
         return self.table.pivot(index="language", columns="layer", values=column).loc[self.languages]
 
     def plot(self, **kwargs):
-        """ILO per layer, one line per language (see :func:`interp.plot.plot_ilo_layers`)."""
-        from interp.plot import plot_ilo_layers
+        """ILO per layer, one line per language (see :func:`interp.ilo.plot.plot_ilo_layers`)."""
+        from interp.ilo.plot import plot_ilo_layers
 
         return plot_ilo_layers(self, **kwargs)
 
@@ -171,7 +172,7 @@ def score(
         settings = {"k": k, "t": t, "metric": metric, "compat": bool(compat), "min_count": min_count, "null": null,
                     "bootstrap": bootstrap, "retrieval": bool(retrieval), "seed": seed}  # fmt: skip
         points, x, layers, langs, ids = exchange(acts, langs, ids, settings, group, as_timeout(timeout))
-    codes, languages = language_codes(langs)
+    codes, languages = first_appearance_codes(langs)
     n_langs, n_points = len(languages), len(langs)
     items, k, t, min_count = check_scoring(codes, languages, ids, k, t, min_count, bootstrap, retrieval)
     null, bootstrap, seed = map(int, (null, bootstrap, seed))

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import numbers
 import warnings
 
 import numpy as np
 import torch
 
+from interp._validation import first_appearance_codes, is_int
 from interp.extraction.activations import Activations
 
-__all__ = ["check_inputs", "language_codes", "is_int", "check_baselines", "check_scoring"]
+__all__ = ["check_inputs", "check_baselines", "check_scoring"]
 
 
 def check_inputs(acts, langs, ids) -> tuple[torch.Tensor, list[int], list, list | None]:
@@ -45,18 +45,6 @@ def check_inputs(acts, langs, ids) -> tuple[torch.Tensor, list[int], list, list 
     return x, layers, langs, ids
 
 
-def language_codes(values) -> tuple[torch.Tensor, list]:
-    """``(codes [N] int64, values in first-appearance order)``: the order of ILO's tables."""
-    order = list(dict.fromkeys(values))  # first-appearance order
-    lookup = {v: i for i, v in enumerate(order)}
-    return torch.tensor([lookup[v] for v in values], dtype=torch.int64), order
-
-
-def is_int(value) -> bool:
-    """A Python or NumPy integer, not a bool."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
-
-
 def check_baselines(null, bootstrap, seed) -> None:
     """Validate the baseline arguments (before any work, in the single-process and the sharded path)."""
     if not is_int(null) or null < 0 or null == 1:
@@ -87,7 +75,7 @@ def check_scoring(
         raise ValueError(f"t must be an int with 1 <= t <= k = {k}, got {t!r}")
     if not is_int(min_count) or min_count < 1:
         raise ValueError(f"min_count must be an int >= 1 (neighbour slots), got {min_count!r}")
-    items = None if ids is None else language_codes(ids)[0]
+    items = None if ids is None else first_appearance_codes(ids)[0]
     if (bootstrap or retrieval) and items is None:
         raise ValueError("bootstrap and retrieval need item ids (which points are translations of each other)")
     if items is not None and int(items.max()) + 1 == n_points:

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
+from interp._validation import as_float_tensor, is_int
 from interp.neighbors.exact import rerank
 
 __all__ = ["knn", "KNNStats", "METRICS", "KNN_BACKENDS", "as_float_tensor"]
@@ -39,29 +39,6 @@ class KNNStats:
 
 
 last_stats: KNNStats | None = None
-
-
-def as_float_tensor(name: str, x, shapes: dict[int, str] | None = None) -> torch.Tensor:
-    """``x`` (torch or numpy) as a non-empty, finite floating tensor, or an error that says what is wrong.
-
-    ``shapes`` maps the accepted ``ndim`` to its name in messages (default ``[N, D]`` / ``[B, N, D]``).
-    """
-    shapes = shapes or {2: "[N, D]", 3: "[B, N, D]"}
-    allowed = " or ".join(shapes.values())
-    if isinstance(x, np.ndarray):
-        x = torch.from_numpy(x)
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor or numpy array {allowed}, got {type(x).__name__}")
-    if not x.dtype.is_floating_point:
-        raise TypeError(f"{name} must be floating point, got {x.dtype}; cast it with .float()")
-    if x.ndim not in shapes:
-        raise ValueError(f"{name} must be {allowed}, got shape {tuple(x.shape)}")
-    if 0 in x.shape:
-        raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
-    if not torch.isfinite(x).all():
-        bad = (~torch.isfinite(x)).nonzero()[0].tolist()
-        raise ValueError(f"{name} contains NaN or Inf (first at index {bad}); clean the inputs first")
-    return x
 
 
 def _auto_backend(device: torch.device, kc: int) -> str:
@@ -156,7 +133,7 @@ def knn(
         )
     n = X.shape[-2]
     n_available = n - int(exclude_self)
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n_available:
+    if not is_int(k) or not 1 <= k <= n_available:
         raise ValueError(
             f"k must be an int in [1, {n_available}] for {n} points"
             + (" with self-exclusion" if exclude_self else "")

@@ -43,7 +43,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from interp.neighbors.api import METRICS, as_float_tensor, knn
+from interp._validation import as_float_tensor, is_int
+from interp.neighbors.api import METRICS, knn
 from interp.parallel.collectives import (
     DistributedError,
     all_gather_object,
@@ -168,7 +169,7 @@ def knn_sharded(
     sizes = [row["n"] for row in table]
     n = sum(sizes)
     n_available = n - int(exclude_self)
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n_available:
+    if not is_int(k) or not 1 <= k <= n_available:
         raise ValueError(
             f"k must be an int in [1, {n_available}] for {n} points over {world} ranks"
             + (" with self-exclusion" if exclude_self else "")

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
+from interp._validation import encode_labels
+
 __all__ = ["neighbor_labels", "encode_labels"]
-
-
-def encode_labels(labels) -> tuple[torch.Tensor, np.ndarray]:
-    """Map arbitrary labels (strings, ints) to codes ``0..C-1``.
-
-    Returns ``(codes [N] int64, classes [C])`` with ``classes[codes] == labels``
-    (classes sorted, as ``numpy.unique``).
-    """
-    classes, codes = np.unique(np.asarray(labels), return_inverse=True)
-    return torch.from_numpy(codes.astype(np.int64)), classes
 
 
 def neighbor_labels(indices: torch.Tensor, labels) -> torch.Tensor:

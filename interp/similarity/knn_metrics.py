@@ -36,12 +36,11 @@ match neither). Its neighbour metric must therefore be ``"cosine"``.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from interp._validation import as_float_tensor, is_int
 from interp.neighbors import knn
-from interp.neighbors.api import as_float_tensor
 
 __all__ = ["mutual_knn", "cycle_knn", "lcs_knn", "cknna", "neighbor_lists", "kernel_at_neighbors"]
 
@@ -65,7 +64,7 @@ def check_pair(A: torch.Tensor, B: torch.Tensor) -> int:
 
 
 def check_k(k, n: int, minimum: int = 1) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not minimum <= k <= n - 1:
+    if not is_int(k) or not minimum <= k <= n - 1:
         raise ValueError(f"k must be an int in [{minimum}, N - 1 = {n - 1}] for N = {n} points, got {k!r}")
     return int(k)
 

@@ -35,8 +35,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from interp._validation import as_float_tensor
 from interp.extraction.activations import Activations
-from interp.neighbors.api import as_float_tensor
 from interp.similarity.cka import _features_hsic, centred_gram
 from interp.similarity.knn_metrics import (
     check_cknna_metric,

@@ -1,8 +1,8 @@
 """``interp freeze-experiment``: single-language fine-tuning with and without frozen
 early layers; ILO per layer and per-language held-out loss before and after.
 
-Wired into :mod:`interp.cli` by :func:`add_freeze_parser`. Nothing heavy is
-imported at module level (``interp --help`` stays fast). Outputs in ``--out``:
+Nothing heavy is imported at module level (``interp --help`` stays fast).
+Outputs in ``--out``, published all or nothing (:func:`interp.cli.common.publish`):
 ``ilo.csv``, ``ilo_by_layer.csv``, ``loss.csv``, ``training.csv``,
 ``conditions.csv``, ``ilo_by_condition.png``, ``delta_ilo.png``,
 ``loss_change.png`` and ``manifest.json``.
@@ -21,28 +21,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
-__all__ = ["add_freeze_parser", "run_freeze_experiment", "read_training_texts"]
+from interp.cli.common import add_ilo_options, add_model_options, publish, read_texts, run_manifest, write_manifest
 
-
-def read_training_texts(path: str | Path, language: str | None = None) -> list[str]:
-    """Texts of a ``.txt`` (one per line) or ``.jsonl`` (``text``, optional ``lang``) file."""
-    path = Path(path)
-    if not path.is_file():
-        raise SystemExit(f"--train: no such file {path} (or use eval:<lang> to train on part of --eval)")
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if path.suffix != ".jsonl":
-        return lines
-    rows = [json.loads(line) for line in lines]
-    missing = [i for i, r in enumerate(rows) if "text" not in r]
-    if missing:
-        raise SystemExit(f"{path}: rows {missing[:5]} have no 'text' field")
-    if language is not None:
-        rows = [r for r in rows if r.get("lang") == language]
-        if not rows:
-            raise SystemExit(f"{path}: no row has lang={language!r}")
-    return [r["text"] for r in rows]
+__all__ = ["add_parser", "run_freeze_experiment", "conditions_from_args", "train_items", "n_first_values"]
 
 
 def train_items(value: str) -> int | float:
@@ -88,7 +70,8 @@ def n_first_values(text: str, recipe: str) -> list[int]:
     return values
 
 
-def _conditions(args: argparse.Namespace) -> dict:
+def conditions_from_args(args: argparse.Namespace) -> dict:
+    """The fine-tuned conditions ``{name: FreezeSpec or None}`` of ``--n-first`` / ``--recipe`` / ``--no-full``."""
     from interp.freeze import FreezeSpec
 
     conditions: dict = {} if args.no_full else {"full": None}
@@ -107,16 +90,12 @@ def run_freeze_experiment(args: argparse.Namespace) -> int:
     import matplotlib
 
     matplotlib.use("Agg")  # a command-line job writes PNGs; no display needed
-    import torch
-
-    import interp
     from interp.data import load_parallel
-    from interp.freeze import run_experiment, train_heldout_split
-    from interp.ilo_job import _versions
+    from interp.freeze.experiment import run_experiment, train_heldout_split
+    from interp.models.loading import load_model
 
     started = time.time()
-    conditions = _conditions(args)  # bad --n-first fails before anything is loaded
-    out = Path(args.out)
+    conditions = conditions_from_args(args)  # bad --n-first fails before anything is loaded
     corpus = load_parallel(args.eval, langs=args.langs.split(",") if args.langs else None, split=args.split)
     if args.max_items:
         corpus = corpus.head(args.max_items)
@@ -125,8 +104,8 @@ def run_freeze_experiment(args: argparse.Namespace) -> int:
         train_language = args.train.split(":", 1)[1]
         train_texts, eval_corpus = train_heldout_split(corpus, train_language, args.train_items, seed=args.seed)
     else:
-        train_texts, eval_corpus = read_training_texts(args.train, args.train_lang), corpus
-    model, tokenizer = interp.load_model(args.model, device=args.device)
+        train_texts, eval_corpus = read_texts(args.train, "--train", args.train_lang)[0], corpus
+    model, tokenizer = load_model(args.model, device=args.device)
     bf16 = {"auto": "auto", "on": True, "off": False}[args.bf16]
     result = run_experiment(
         model, tokenizer, train_texts, eval_corpus, conditions, train_language=train_language, steps=args.steps,
@@ -137,7 +116,6 @@ def run_freeze_experiment(args: argparse.Namespace) -> int:
                          "warmup_steps": args.warmup_steps},
         progress=not args.quiet,
     )  # fmt: skip
-    outputs = result.save(out)
     summary = {}
     for name in result.conditions["condition"]:
         rows = result.ilo_by_layer[result.ilo_by_layer["condition"] == name]
@@ -148,44 +126,29 @@ def run_freeze_experiment(args: argparse.Namespace) -> int:
             if loss["is_train_language"].any() else None,
             "mean_delta_loss_other_languages": float(loss.loc[~loss["is_train_language"], "delta_loss"].mean()),
         }  # fmt: skip
-    manifest = {
-        "job": "freeze-experiment",
-        "arguments": {key: value for key, value in vars(args).items() if key != "func"},
-        "corpus": {
-            "source": corpus.source,
-            "languages": list(eval_corpus.langs),
-            "n_eval_items": eval_corpus.n_items,
-            "n_train_texts": len(train_texts),
-            "train_language": train_language,
-        },
-        "conditions": result.conditions.to_dict(orient="records"),
-        "outputs": outputs,
-        "timing": {"total_s": time.time() - started},
-        "versions": {
-            "interp": interp.__version__,
-            "torch": torch.__version__,
-            **_versions("transformers", "transformer_lens", "nnsight"),
-        },
-        "summary": summary,
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False, default=str),
-                                       encoding="utf-8")  # fmt: skip
+    corpus_fields = {"source": corpus.source, "languages": list(eval_corpus.langs), "n_eval_items": eval_corpus.n_items,
+                     "n_train_texts": len(train_texts), "train_language": train_language}  # fmt: skip
+    arguments = {key: value for key, value in vars(args).items() if key != "func"}
+    with publish(args.out) as staging:
+        outputs = result.save(staging)
+        manifest = run_manifest("freeze-experiment", arguments, outputs, started, corpus=corpus_fields,
+                                conditions=result.conditions.to_dict(orient="records"), summary=summary)  # fmt: skip
+        write_manifest(staging, manifest)
     print(result)
     print(result.conditions.to_string(index=False))
     print(json.dumps(summary, indent=1))
-    print(f"wrote {', '.join(outputs)} and manifest.json to {out}")
+    print(f"wrote {', '.join(outputs)} and manifest.json to {args.out}")
     return 0
 
 
-def add_freeze_parser(subparsers) -> argparse.ArgumentParser:
+def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``freeze-experiment`` sub-command to an ``argparse`` sub-parser collection."""
     p = subparsers.add_parser(
         "freeze-experiment",
         help="fine-tune on one language with/without frozen early layers; ILO per layer and loss before/after",
         description=__doc__.split("\n\n")[0],
     )
-    p.add_argument("--model", default="gemma-3-270m", help="HF id/path or 'gemma-3-270m' (embedded, offline)")
+    add_model_options(p, pooled_only=True)
     p.add_argument("--train", required=True,
                    help="eval:<lang> (train on part of --eval) or a .txt/.jsonl file of training texts")  # fmt: skip
     p.add_argument("--train-lang", default=None, help="language of the training texts (filters .jsonl rows)")
@@ -211,11 +174,7 @@ def add_freeze_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--warmup-steps", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bf16", default="auto", choices=["auto", "on", "off"])
-    p.add_argument("--k", type=int, default=5)
-    p.add_argument("--t", type=int, default=3)
-    p.add_argument("--metric", default="cosine", choices=["cosine", "euclidean"])
-    p.add_argument("--pooling", default="mean", choices=["mean", "mean_no_special", "last"])
-    p.add_argument("--backend", default="hf", choices=["hf", "transformer_lens", "nnsight"])
+    add_ilo_options(p)
     p.add_argument("--eval-batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
