@@ -7,17 +7,28 @@ error that says what was wrong and how to fix it:
 * :func:`as_float_tensor` -- a non-empty, finite floating tensor of an accepted rank;
 * :func:`check_texts` -- a list of valid-Unicode strings (not one string);
 * :func:`encode_labels` (sorted codes, as ``numpy.unique``) and :func:`first_appearance_codes`
-  (codes in order of first appearance: the order of ILO's and similarity's language tables).
+  (codes in order of first appearance: the order of ILO's and similarity's language tables);
+* :func:`renamed` -- an argument's old spelling keeps working for one release, with a
+  ``DeprecationWarning`` that names the new one.
 """
 
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import numpy as np
 import torch
 
-__all__ = ["is_int", "check_int", "as_float_tensor", "check_texts", "encode_labels", "first_appearance_codes"]
+__all__ = [
+    "is_int",
+    "check_int",
+    "as_float_tensor",
+    "check_texts",
+    "encode_labels",
+    "first_appearance_codes",
+    "renamed",
+]
 
 
 def is_int(value) -> bool:
@@ -97,3 +108,20 @@ def first_appearance_codes(values) -> tuple[torch.Tensor, list]:
     order = list(dict.fromkeys(values))
     lookup = {v: i for i, v in enumerate(order)}
     return torch.tensor([lookup[v] for v in values], dtype=torch.int64), order
+
+
+def renamed(new: str, value, old: str, old_value, default, where: str, stacklevel: int = 3):
+    """The value of argument ``new``, which used to be called ``old`` (``old_value`` is None unless given).
+
+    The old spelling still works, with a ``DeprecationWarning``; giving both is a ``TypeError``.
+    """
+    if old_value is None:
+        return value
+    if value is not default and value != default:
+        raise TypeError(f"{where}: pass {new}= only ({old}= is its deprecated old name)")
+    warnings.warn(
+        f"{where}: {old}= is deprecated and will be removed in the next release; use {new}= (same meaning)",
+        DeprecationWarning,
+        stacklevel=stacklevel,
+    )
+    return old_value

@@ -76,8 +76,8 @@ def test_trace_equals_eager_output_attentions(vlm, eager_vlm, proc):
     prompts = [PROMPT, "<image>\nUSER: What is this?\nASSISTANT:"]
     layers = [0, 2]
     for query in ("last", 5, -3):
-        tr = trace_image_attention(vlm, proc, images, prompts, layers=layers, query=query, progress=False)
-        assert tr.patches.shape == (2, 2, 4, 24, 24) and tr.layers == layers
+        tr = trace_image_attention(vlm, proc, images, prompts, blocks=layers, query=query, progress=False)
+        assert tr.patches.shape == (2, 2, 4, 24, 24) and tr.blocks == layers
         for i, (image, prompt) in enumerate(zip(images, prompts, strict=True)):
             inputs = proc(images=image, text=prompt, return_tensors="pt")
             with torch.no_grad():
@@ -111,7 +111,7 @@ def test_only_probed_rows_are_eager_and_everything_runs_sdpa(vlm, proc, monkeypa
     monkeypatch.setattr(llama_module, "eager_attention_forward", no_eager)
     image = scene()
     n_tokens = proc(images=image, text=PROMPT, return_tensors="pt")["input_ids"].shape[1]
-    trace_image_attention(vlm, proc, image, PROMPT, layers=[1], progress=False)
+    trace_image_attention(vlm, proc, image, PROMPT, blocks=[1], progress=False)
     text_calls = [s for s in calls if s[2] == n_tokens]  # the vision tower's calls have 577 rows
     assert len(text_calls) == 3  # every text block, the traced one included, ran SDPA over all rows
     assert vlm.config.text_config._attn_implementation == "sdpa"
@@ -178,7 +178,7 @@ def test_scaled_logits_equal_independent_reference(vlm, reference_vlm, proc, alp
     )
     with torch.no_grad():
         plain = vlm(**inputs).logits
-        with scale_image_attention(vlm, alpha, layers=layers, heads=heads):
+        with scale_image_attention(vlm, alpha, blocks=layers, heads=heads):
             scaled = vlm(**inputs).logits
         ref = reference_vlm(**inputs).logits
         REFERENCE["alpha"] = 1.0
@@ -329,7 +329,7 @@ def test_bad_input_errors(vlm, proc):
     with pytest.raises(ValueError, match="no image_token_id"), scale_image_attention(tiny_llama(), 0.5):
         pass
     with pytest.raises(ValueError, match="blocks 0..2"):
-        trace_image_attention(vlm, proc, image, PROMPT, layers=[3], progress=False)
+        trace_image_attention(vlm, proc, image, PROMPT, blocks=[3], progress=False)
     with pytest.raises(ValueError, match="heads 0..3"), scale_image_attention(vlm, 0.5, heads=[4]):
         pass
     with pytest.raises(ValueError, match="ends with the image"):
@@ -411,3 +411,19 @@ def test_probe_rows_with_logit_softcap_equal_gemma2_eager():
     ref_out, ref_probs = gemma2_eager(module, q, k, v, causal, scaling=8**-0.5, softcap=2.0)
     assert (out - ref_out).abs().max() < 1e-6
     assert (probe.records[0] - ref_probs[:, :, [3, 6]]).abs().max() < 1e-6
+
+
+def test_old_layers_spelling_still_works_with_a_deprecation_warning(vlm, proc):
+    image = scene()
+    new = trace_image_attention(vlm, proc, image, PROMPT, blocks=[0, 2], progress=False)
+    with pytest.warns(DeprecationWarning, match=r"layers= is deprecated.*use blocks="):
+        old = trace_image_attention(vlm, proc, image, PROMPT, layers=[0, 2], progress=False)
+    assert old.blocks == [0, 2] and torch.equal(old.patches, new.patches)
+    with pytest.warns(DeprecationWarning, match="use .blocks"):
+        assert old.layers == [0, 2]
+    with pytest.warns(DeprecationWarning, match=r"use \.block\(\)"):
+        assert torch.equal(old.layer(2), new.block(2))
+    with pytest.raises(TypeError, match="pass blocks= only"):
+        trace_image_attention(vlm, proc, image, PROMPT, blocks=[1], layers=[0], progress=False)
+    with pytest.warns(DeprecationWarning, match="layers= is deprecated"), scale_image_attention(vlm, 2.0, layers=[1]):
+        pass

@@ -16,9 +16,9 @@ from interp.vlm.alignment import (
     METRICS,
     alignment_table,
     attention_mass,
+    block_curves,
     correctness_auroc,
     cosine_overlap,
-    layer_curves,
     patch_auroc,
     pointing_game,
 )
@@ -241,8 +241,8 @@ def test_bad_input_errors():
         alignment_table([a, a], [torch.ones(4, 4), torch.ones(4, 5)])
     with pytest.raises(ValueError, match=r"attention of sample 'b' contains NaN"):
         alignment_table([a, bad], masks, sample_ids=["a", "b"])
-    with pytest.raises(ValueError, match="layers has 3 entries"):
-        alignment_table([a, a], masks, layers=[0, 1, 2])
+    with pytest.raises(ValueError, match="blocks has 3 entries"):
+        alignment_table([a, a], masks, blocks=[0, 1, 2])
     with pytest.raises(ValueError, match="unknown metrics"):
         alignment_table([a, a], masks, metrics=["iou"])
     with pytest.raises(ValueError, match=r"\[n_samples, n_layers, n_heads, grid_h, grid_w\]"):
@@ -254,7 +254,7 @@ def test_bad_input_errors():
     with pytest.raises(ValueError, match="sample_ids must be unique"):
         alignment_table([a, a], masks, sample_ids=["x", "x"])
     with pytest.raises(ValueError, match="correct="):
-        layer_curves(alignment_table([a, a], masks))
+        block_curves(alignment_table([a, a], masks))
 
 
 # ----------------------------------------------------------------------------- dataset table
@@ -270,8 +270,8 @@ def _dataset(n=6, layers=3, heads=2, grid=(3, 4), seed=5):
 def test_alignment_table_matches_references_and_head_mean():
     attn, masks = _dataset()
     correct = [True, False, True, True, False, False]
-    table = alignment_table(attn, masks, correct=correct, sample_ids=list("abcdef"), layers=[10, 11, 12])
-    assert list(table.columns) == ["sample", "layer", "head", "correct", *METRICS]
+    table = alignment_table(attn, masks, correct=correct, sample_ids=list("abcdef"), blocks=[10, 11, 12])
+    assert list(table.columns) == ["sample", "block", "head", "correct", *METRICS]
     assert len(table) == 6 * 3 * 3
     refs = {
         "mass": ref_mass,
@@ -289,7 +289,7 @@ def test_alignment_table_matches_references_and_head_mean():
         for name, ref in refs.items():
             assert _close(getattr(row, name), ref(x, masks[i].numpy())), (name, row)
     stacked = alignment_table(
-        torch.stack(attn), torch.stack(masks), correct=correct, sample_ids=list("abcdef"), layers=[10, 11, 12]
+        torch.stack(attn), torch.stack(masks), correct=correct, sample_ids=list("abcdef"), blocks=[10, 11, 12]
     )
     pd.testing.assert_frame_equal(table, stacked)
     half = alignment_table(torch.stack(attn).to(torch.bfloat16), masks)  # converted to float64 per sample
@@ -298,7 +298,7 @@ def test_alignment_table_matches_references_and_head_mean():
     only_mean = alignment_table(attn, masks, heads="mean", metrics=["auroc"])
     assert list(only_mean["head"].unique()) == ["mean"] and list(only_mean.columns) == [
         "sample",
-        "layer",
+        "block",
         "head",
         "auroc",
     ]
@@ -327,16 +327,16 @@ def _table(values: dict, correct: list[bool], head="mean"):
     rows = []
     for layer, vals in values.items():
         for s, v in enumerate(vals):
-            rows.append({"sample": s, "layer": layer, "head": head, "correct": correct[s], "mass": v})
+            rows.append({"sample": s, "block": layer, "head": head, "correct": correct[s], "mass": v})
     return pd.DataFrame(rows)
 
 
-def test_layer_curves_t_interval_vs_scipy():
+def test_block_curves_t_interval_vs_scipy():
     stats = pytest.importorskip("scipy.stats")
     correct = [True, True, True, False, False, True, False]
     values = {0: [0.1, 0.4, 0.35, 0.2, math.nan, 0.5, 0.05], 1: [0.3, 0.3, 0.9, 0.1, 0.2, 0.6, 0.3]}
-    curves = layer_curves(_table(values, correct))
-    assert list(curves.columns) == ["metric", "layer", "head", "group", "n", "mean", "std", "ci_low", "ci_high"]
+    curves = block_curves(_table(values, correct))
+    assert list(curves.columns) == ["metric", "block", "head", "group", "n", "mean", "std", "ci_low", "ci_high"]
     assert len(curves) == 4
     for row in curves.itertuples(index=False):
         want = row.group == "correct"
@@ -345,16 +345,16 @@ def test_layer_curves_t_interval_vs_scipy():
         assert row.mean == pytest.approx(x.mean(), abs=1e-12)
         low, high = stats.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=stats.sem(x))
         assert (row.ci_low, row.ci_high) == pytest.approx((low, high), abs=1e-12)
-    pooled = layer_curves(_table(values, correct), split=None, ci=0.9)
+    pooled = block_curves(_table(values, correct), split=None, ci=0.9)
     assert list(pooled["group"]) == ["all", "all"] and list(pooled["n"]) == [6, 7]
     x = np.array(values[1])
     low, high = stats.t.interval(0.9, 6, loc=x.mean(), scale=stats.sem(x))
     assert (pooled["ci_low"].iloc[1], pooled["ci_high"].iloc[1]) == pytest.approx((low, high), abs=1e-12)
 
 
-def test_layer_curves_hand_computed_and_degenerate():
+def test_block_curves_hand_computed_and_degenerate():
     # values 1, 2, 3: mean 2, s = 1, t_{0.975, 2} = 4.302652729911275 -> half width 4.3027 / sqrt(3)
-    curves = layer_curves(_table({0: [1.0, 2.0, 3.0, 7.0]}, [True, True, True, False]))
+    curves = block_curves(_table({0: [1.0, 2.0, 3.0, 7.0]}, [True, True, True, False]))
     correct = curves[curves["group"] == "correct"].iloc[0]
     half = 4.302652729911275 / math.sqrt(3)
     assert (correct["ci_low"], correct["ci_high"]) == pytest.approx((2 - half, 2 + half), abs=1e-9)
@@ -362,11 +362,11 @@ def test_layer_curves_hand_computed_and_degenerate():
     assert single["n"] == 1 and single["mean"] == 7.0 and math.isnan(single["ci_low"]) and math.isnan(single["std"])
 
 
-def test_layer_curves_bootstrap_vs_explicit_resampling():
+def test_block_curves_bootstrap_vs_explicit_resampling():
     correct = [True, False, True, True, False, True, True, False] * 2
     values = {3: [round(math.sin(7.1 * i) ** 2, 6) for i in range(16)]}  # distinct values: few tied means
     values[3][5] = math.nan
-    curves = layer_curves(_table(values, correct), method="bootstrap", n_boot=500, seed=4, ci=0.9)
+    curves = block_curves(_table(values, correct), method="bootstrap", n_boot=500, seed=4, ci=0.9)
     for row in curves.itertuples(index=False):
         want = row.group == "correct"
         x = [v for v, c in zip(values[3], correct, strict=True) if c == want and not math.isnan(v)]
@@ -380,24 +380,24 @@ def test_layer_curves_bootstrap_vs_explicit_resampling():
             return means[lo] + (pos - lo) * (means[min(lo + 1, len(means) - 1)] - means[lo])
 
         assert (row.ci_low, row.ci_high) == pytest.approx((quantile(0.05), quantile(0.95)), abs=1e-12)
-    again = layer_curves(_table(values, correct), method="bootstrap", n_boot=500, seed=4, ci=0.9)
+    again = block_curves(_table(values, correct), method="bootstrap", n_boot=500, seed=4, ci=0.9)
     pd.testing.assert_frame_equal(curves, again)
 
 
-def test_layer_curves_heads_and_other_split_column():
+def test_block_curves_heads_and_other_split_column():
     attn, masks = _dataset(n=5)
     table = alignment_table(attn, masks, correct=[True, False, True, False, True])
     table["relation"] = np.where(table["sample"] % 2 == 0, "left", "on")
-    curves = layer_curves(table, ["mass", "cosine"], head="all", split="relation")
+    curves = block_curves(table, ["mass", "cosine"], head="all", split="relation")
     assert len(curves) == 2 * 3 * 3 * 2  # metrics × layers × (2 heads + mean) × groups
     assert set(curves["group"]) == {"left", "on"}
     row = curves[(curves.metric == "cosine") & (curves.layer == 2) & (curves["head"] == 1) & (curves.group == "on")]
     x = table[(table.layer == 2) & (table["head"] == 1) & (table.relation == "on")]["cosine"]
     assert row["mean"].item() == pytest.approx(x.mean()) and row["n"].item() == 2
     with pytest.raises(ValueError, match="head 7 not in the table"):
-        layer_curves(table, head=7)
+        block_curves(table, head=7)
     with pytest.raises(ValueError, match="lacks columns"):
-        layer_curves(table.drop(columns="correct"))
+        block_curves(table.drop(columns="correct"))
 
 
 def test_correctness_auroc_vs_pairwise_and_sklearn():
@@ -408,7 +408,7 @@ def test_correctness_auroc_vs_pairwise_and_sklearn():
         2: [0.1] * 7,
     }
     out = correctness_auroc(_table(values, correct))
-    assert list(out.columns) == ["metric", "layer", "head", "auroc", "n_correct", "n_incorrect"]
+    assert list(out.columns) == ["metric", "block", "head", "auroc", "n_correct", "n_incorrect"]
     for row in out.itertuples(index=False):
         keep = [(v, c) for v, c in zip(values[row.layer], correct, strict=True) if not math.isnan(v)]
         ref = ref_auroc_pairs([v for v, _ in keep], [c for _, c in keep])

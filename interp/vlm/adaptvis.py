@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from interp._validation import renamed
 from interp.vlm.checks import check_alpha
 from interp.vlm.geometry import image_token_id
 from interp.vlm.intervene import scale_image_attention
@@ -112,8 +113,9 @@ def adaptvis_generate(
     max_new_tokens: int = 100,
     *,
     round_confidence: bool = True,
-    layers="all",
+    blocks="all",
     heads="all",
+    layers=None,
 ) -> AdaptVisResult:
     """Greedy AdaptVis generation for one (image, prompt) pair, reusing the prompt's KV cache.
 
@@ -125,10 +127,12 @@ def adaptvis_generate(
         threshold: confidence threshold in [0, 1].
         max_new_tokens: generation length limit (the official runs use 100).
         round_confidence: round ``conf`` to 2 decimals before comparing (official).
-        layers, heads: where α applies (official: all).
+        blocks, heads: where α applies: decoder-block and head indices (official: all);
+            ``layers=`` is the deprecated old name of ``blocks``.
     """
     from transformers import DynamicCache
 
+    blocks = renamed("blocks", blocks, "layers", layers, "all", "adaptvis_generate")
     alpha_low, alpha_high = check_alpha(alpha_low, "alpha_low"), check_alpha(alpha_high, "alpha_high")
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold is compared with a probability and must be in [0, 1], got {threshold!r}")
@@ -150,7 +154,7 @@ def adaptvis_generate(
         alpha = choose_alpha(conf, alpha_low, alpha_high, threshold)
         if alpha != 1.0:
             cache.crop(-1)  # forget the unscaled last prompt token, run it again scaled
-            with scale_image_attention(model, alpha, layers=layers, heads=heads, rows=[n - 1]) as probe:
+            with scale_image_attention(model, alpha, blocks=blocks, heads=heads, rows=[n - 1]) as probe:
                 probe.key_is_image = ids == image_token_id(model)
                 logits = _step(model, ids[:, -1:], cache, mask)
         tokens = _decode(model, processor, logits, cache, mask, max_new_tokens)
@@ -165,12 +169,17 @@ def scalingvis_generate(
     alpha: float,
     max_new_tokens: int = 100,
     *,
-    layers="all",
+    blocks="all",
     heads="all",
+    layers=None,
 ) -> AdaptVisResult:
-    """Greedy ScalingVis generation: one fixed α on the last prompt token (prefill only)."""
+    """Greedy ScalingVis generation: one fixed α on the last prompt token (prefill only).
+
+    ``blocks``, ``heads``: as :func:`adaptvis_generate` (``layers=``: deprecated name of ``blocks``).
+    """
     from transformers import DynamicCache
 
+    blocks = renamed("blocks", blocks, "layers", layers, "all", "scalingvis_generate")
     alpha = check_alpha(alpha)
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be ≥ 1, got {max_new_tokens}")
@@ -179,7 +188,7 @@ def scalingvis_generate(
     mask = inputs.get("attention_mask", torch.ones_like(inputs["input_ids"]))
     cache = DynamicCache(config=model.config.get_text_config())
     with torch.no_grad():
-        with scale_image_attention(model, alpha, layers=layers, heads=heads):
+        with scale_image_attention(model, alpha, blocks=blocks, heads=heads):
             out = model(**inputs, use_cache=True, logits_to_keep=1, **{_cache_kwarg(model): cache})
             logits = out.logits[0, -1]
         tokens = _decode(model, processor, logits, cache, mask, max_new_tokens)

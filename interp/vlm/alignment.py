@@ -8,7 +8,7 @@ overlap peaks in layers 17-18") needs.
 
 Data contract (one sample):
 
-- ``attn`` ``[n_layers, n_heads, grid_h, grid_w]``: post-softmax probabilities from the query
+- ``attn`` ``[n_blocks, n_heads, grid_h, grid_w]``: post-softmax probabilities from the query
   token to each image patch. They are **not** renormalised over the image: the rest of the row's
   mass is on text tokens, so ``attn.sum((-2, -1))`` is the image share of the row.
 - ``mask`` ``[grid_h, grid_w]`` in ``[0, 1]``: the fraction of each patch covered by the object
@@ -39,8 +39,8 @@ Invalid input (shape mismatch, mask outside ``[0, 1]``, NaN/Inf or negative atte
 Inputs may be float32/float16/bfloat16 tensors on any device; metrics are computed in float64
 on the CPU (ties are judged on the values as given).
 
-Aggregation works on the tidy table: :func:`layer_curves` gives mean ± CI per layer, split by a
-column such as ``correct``; :func:`correctness_auroc` gives, per layer, the AUROC of a per-sample
+Aggregation works on the tidy table: :func:`block_curves` gives mean ± CI per decoder block, split
+by a column such as ``correct``; :func:`correctness_auroc` gives, per block, the AUROC of a per-sample
 score at separating correct from incorrect answers (the "most consistent reading" of the paper).
 """
 
@@ -56,12 +56,16 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from interp._validation import renamed
+from interp.vlm.trace import ImageAttention
+
 __all__ = [
     "METRICS",
     "alignment_table",
     "attention_mass",
     "correctness_auroc",
     "cosine_overlap",
+    "block_curves",
     "layer_curves",
     "patch_auroc",
     "pointing_game",
@@ -297,8 +301,8 @@ def _samples(attn) -> list[torch.Tensor]:
         if t.ndim == 5:
             return list(t.unbind(0))
         raise ValueError(
-            f"attn must be [n_layers, n_heads, grid_h, grid_w] (one sample) or "
-            f"[n_samples, n_layers, n_heads, grid_h, grid_w], got shape {tuple(t.shape)}"
+            f"attn must be [n_blocks, n_heads, grid_h, grid_w] (one sample) or "
+            f"[n_samples, n_blocks, n_heads, grid_h, grid_w], got shape {tuple(t.shape)}"
         )
     if isinstance(attn, Sequence) and not isinstance(attn, str):
         out = []
@@ -306,7 +310,7 @@ def _samples(attn) -> list[torch.Tensor]:
             t = _check_dtype(x, f"attn[{i}]")
             if t.ndim != 4:
                 raise ValueError(
-                    f"attn[{i}] has shape {tuple(t.shape)}; each sample must be [n_layers, n_heads, grid_h, grid_w]"
+                    f"attn[{i}] has shape {tuple(t.shape)}; each sample must be [n_blocks, n_heads, grid_h, grid_w]"
                 )
             out.append(t)
         return out
@@ -343,25 +347,26 @@ def alignment_table(
     *,
     correct=None,
     sample_ids=None,
-    layers: Sequence[int] | None = None,
+    blocks: Sequence[int] | None = None,
     heads: Literal["both", "each", "mean"] = "both",
     metrics: Sequence[str] = METRICS,
     threshold: float = 0.5,
     on_empty: Literal["nan", "raise"] = "nan",
     progress: bool = False,
+    layers: Sequence[int] | None = None,
 ) -> pd.DataFrame:
-    """Alignment metrics of every sample, layer and head as one tidy table.
+    """Alignment metrics of every sample, decoder block and head as one tidy table.
 
     Args:
         attn: per-sample attention: an :class:`~interp.vlm.ImageAttention` (its traced
-            ``layers`` label the rows), a list of ``[n_layers, n_heads, grid_h, grid_w]`` tensors
-            (grids may differ between samples), a stacked ``[n_samples, n_layers, n_heads, gh, gw]``
+            ``blocks`` label the rows), a list of ``[n_blocks, n_heads, grid_h, grid_w]`` tensors
+            (grids may differ between samples), a stacked ``[n_samples, n_blocks, n_heads, gh, gw]``
             tensor, or one sample's 4-D tensor.
         masks: per-sample coverage masks: a list of ``[gh, gw]`` or a ``[n_samples, gh, gw]`` tensor.
         correct: optional per-sample answer correctness (bool), copied into a ``correct`` column.
         sample_ids: optional per-sample ids for the ``sample`` column (default ``0..n-1``).
-        layers: model layer index of each traced layer row (default ``0..n_layers-1``), e.g. the
-            ``layers`` the trace was run with.
+        blocks: decoder-block index of each traced row (default ``0..n_blocks-1``), e.g. the
+            ``blocks`` the trace was run with (``layers=``: its deprecated old name).
         heads: ``"each"`` -> one row per head (int); ``"mean"`` -> one row for the head-mean map
             (maps averaged over heads first, then the metric); ``"both"`` -> both.
         metrics: subset of :data:`METRICS`.
@@ -371,11 +376,12 @@ def alignment_table(
         progress: show a tqdm bar over samples.
 
     Returns:
-        DataFrame with columns ``sample, layer, head`` (+ ``correct``) and one column per metric;
+        DataFrame with columns ``sample, block, head`` (+ ``correct``) and one column per metric;
         ``head`` is an int or the string ``"mean"``.
     """
-    if hasattr(attn, "patches") and hasattr(attn, "layers"):  # an ImageAttention from trace_image_attention
-        layers = attn.layers if layers is None else layers
+    blocks = renamed("blocks", blocks, "layers", layers, None, "alignment_table")
+    if isinstance(attn, ImageAttention):
+        blocks = attn.blocks if blocks is None else blocks
         attn = attn.patches
     unknown = [m for m in metrics if m not in METRICS]
     if unknown or not metrics:
@@ -398,16 +404,16 @@ def alignment_table(
         if not all(isinstance(c, (bool, np.bool_)) or c in (0, 1) for c in correct):
             raise ValueError("correct must hold one bool per sample")
         correct = [bool(c) for c in correct]
-    n_layers = samples[0].shape[0]
-    layer_ids = list(range(n_layers)) if layers is None else [int(x) for x in layers]
-    if len(layer_ids) != n_layers:
-        raise ValueError(f"layers has {len(layer_ids)} entries but attn has {n_layers} layer rows")
+    n_blocks = samples[0].shape[0]
+    block_ids = list(range(n_blocks)) if blocks is None else [int(x) for x in blocks]
+    if len(block_ids) != n_blocks:
+        raise ValueError(f"blocks has {len(block_ids)} entries but attn has {n_blocks} block rows")
 
     frames, empty = [], []
     for i, (a, m) in enumerate(tqdm(list(zip(samples, mask_list, strict=True)), disable=not progress, desc="align")):
         where = f" of sample {ids[i]!r}"
-        if a.shape[0] != n_layers:
-            raise ValueError(f"attn{where} has {a.shape[0]} layer rows, expected {n_layers} like the first sample")
+        if a.shape[0] != n_blocks:
+            raise ValueError(f"attn{where} has {a.shape[0]} block rows, expected {n_blocks} like the first sample")
         a = _as_float64(a, "attn")
         _check_attn(a, where)
         _check_mask(m, tuple(a.shape[-2:]), where)
@@ -440,7 +446,7 @@ def alignment_table(
         n_rows = x.shape[0] * x.shape[1]
         frame = {
             "sample": [ids[i]] * n_rows,
-            "layer": np.repeat(layer_ids, x.shape[1]),
+            "block": np.repeat(block_ids, x.shape[1]),
             "head": pd.array(labels * x.shape[0], dtype=object),
         }
         if correct is not None:
@@ -462,7 +468,7 @@ def alignment_table(
 def _check_table(table: pd.DataFrame, metric: str, extra: Sequence[str] = ()) -> None:
     if not isinstance(table, pd.DataFrame):
         raise TypeError(f"table must be a DataFrame from alignment_table, got {type(table).__name__}")
-    missing = [c for c in ("sample", "layer", "head", metric, *extra) if c not in table.columns]
+    missing = [c for c in ("sample", "block", "head", metric, *extra) if c not in table.columns]
     if missing:
         hint = " (pass correct= to alignment_table)" if "correct" in missing else ""
         raise ValueError(
@@ -495,7 +501,7 @@ def _interval(values: np.ndarray, ci: float, method: str, n_boot: int, seed: int
     return float(low), float(high)
 
 
-def layer_curves(
+def block_curves(
     table: pd.DataFrame,
     metric: str | Sequence[str] = "mass",
     *,
@@ -506,12 +512,12 @@ def layer_curves(
     n_boot: int = 2000,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Per-layer mean ± CI of metric(s) over samples, optionally split by a column.
+    """Per-block mean ± CI of metric(s) over samples, optionally split by a column.
 
     CI methods: ``"t"`` -> mean ± t_{(1+ci)/2, n-1} · s / √n (s = sample std, ddof 1);
     ``"bootstrap"`` -> percentile bootstrap of the mean: ``n_boot`` resamples with replacement
     drawn as ``numpy.random.default_rng(seed).integers(0, n, (n_boot, n))`` afresh for every
-    (metric, layer, head, group) cell, CI = the ``(1-ci)/2`` and ``(1+ci)/2`` quantiles
+    (metric, block, head, group) cell, CI = the ``(1-ci)/2`` and ``(1+ci)/2`` quantiles
     (numpy's linear interpolation) of the resampled means. NaN values (undefined metrics) are
     dropped first; ``n`` counts the rest; with n < 2 the CI is NaN.
 
@@ -523,7 +529,7 @@ def layer_curves(
             another column -> its values as strings); ``None`` -> one group ``"all"``.
 
     Returns:
-        DataFrame ``metric, layer, head, group, n, mean, std, ci_low, ci_high``.
+        DataFrame ``metric, block, head, group, n, mean, std, ci_low, ci_high``.
     """
     if not 0 < ci < 1:
         raise ValueError(f"ci must be in (0, 1), got {ci}")
@@ -544,14 +550,14 @@ def layer_curves(
                 raise ValueError("the correct column must be bool")
         else:
             groups = sub[split].astype(str)
-        for (layer, h, group), cell in sub[name].groupby([sub["layer"], sub["head"], groups], sort=True):
+        for (block, h, group), cell in sub[name].groupby([sub["block"], sub["head"], groups], sort=True):
             values = cell.to_numpy(dtype=np.float64)
             values = values[~np.isnan(values)]
             low, high = _interval(values, ci, method, n_boot, seed)
             rows.append(
                 {
                     "metric": name,
-                    "layer": layer,
+                    "block": block,
                     "head": h,
                     "group": group,
                     "n": len(values),
@@ -561,16 +567,22 @@ def layer_curves(
                     "ci_high": high,
                 }
             )
-    return pd.DataFrame(rows, columns=["metric", "layer", "head", "group", "n", "mean", "std", "ci_low", "ci_high"])
+    return pd.DataFrame(rows, columns=["metric", "block", "head", "group", "n", "mean", "std", "ci_low", "ci_high"])
+
+
+def layer_curves(*args, **kwargs) -> pd.DataFrame:
+    """Deprecated name of :func:`block_curves` (its rows are decoder blocks, not hidden states)."""
+    warnings.warn("layer_curves is deprecated; use block_curves (same arguments)", DeprecationWarning, stacklevel=2)
+    return block_curves(*args, **kwargs)
 
 
 def correctness_auroc(table: pd.DataFrame, metric: str = "mass", *, head="mean") -> pd.DataFrame:
-    """Per layer: AUROC of a per-sample alignment score at separating correct from incorrect answers.
+    """Per decoder block: AUROC of a per-sample alignment score at separating correct from incorrect answers.
 
     AUROC = P(score of a correct sample > score of an incorrect sample) + ½ P(equal), i.e. the
     Mann-Whitney U of the correct samples / (n_correct · n_incorrect). 0.5 = no relation; > 0.5 =
     correct answers have better-aligned attention. Samples whose score is NaN are dropped for
-    that layer; NaN if a class is then empty.
+    that block; NaN if a class is then empty.
 
     Args:
         table: output of :func:`alignment_table` built with ``correct=``.
@@ -578,13 +590,13 @@ def correctness_auroc(table: pd.DataFrame, metric: str = "mass", *, head="mean")
         head: ``"mean"``, an int head, a list of heads or ``"all"``.
 
     Returns:
-        DataFrame ``metric, layer, head, auroc, n_correct, n_incorrect``.
+        DataFrame ``metric, block, head, auroc, n_correct, n_incorrect``.
     """
     _check_table(table, metric, ("correct",))
     sub = _select_heads(table, head)
-    if sub.duplicated(["layer", "head", "sample"]).any():
-        raise ValueError("table has duplicate (sample, layer, head) rows; sample ids must be unique")
-    wide = sub.pivot(index=["layer", "head"], columns="sample", values=metric)
+    if sub.duplicated(["block", "head", "sample"]).any():
+        raise ValueError("table has duplicate (sample, block, head) rows; sample ids must be unique")
+    wide = sub.pivot(index=["block", "head"], columns="sample", values=metric)
     labels = sub.drop_duplicates("sample").set_index("sample")["correct"]
     if sub.groupby("sample")["correct"].nunique().max() > 1:
         raise ValueError("correct must be constant within a sample")

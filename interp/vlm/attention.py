@@ -237,8 +237,8 @@ def attention_modules(model: nn.Module) -> list[nn.Module]:
 
 
 @contextmanager
-def probing(model: nn.Module, probe: RowProbe, layers: Sequence[int]) -> Iterator[RowProbe]:
-    """Attach ``probe`` to the attention of decoder blocks ``layers`` (undone on exit)."""
+def probing(model: nn.Module, probe: RowProbe, blocks: Sequence[int]) -> Iterator[RowProbe]:
+    """Attach ``probe`` to the attention of decoder blocks ``blocks`` (undone on exit)."""
     modules = attention_modules(model)
     config = modules[0].config
     original = config._attn_implementation
@@ -247,7 +247,7 @@ def probing(model: nn.Module, probe: RowProbe, layers: Sequence[int]) -> Iterato
     with _registered(original or "eager") as name:
         try:
             config._attn_implementation = name
-            for i in layers:
+            for i in blocks:
                 setattr(modules[i], PROBE_ATTR, probe)
             yield probe
         finally:

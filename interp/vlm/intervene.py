@@ -1,7 +1,7 @@
 """ScalingVis: rescale the image-attention logits of a query row by a temperature α.
 
 Semantics (AdaptVis official code, Chen et al. ICML 2025): in the selected
-layers and heads, for the selected query rows, the pre-softmax logits
+decoder blocks and heads, for the selected query rows, the pre-softmax logits
 ``QKᵀ/√d`` (after RoPE) of the **image-token key columns** are multiplied by α
 **before** the causal/padding mask is added, then the fp32 softmax follows.
 α > 1 sharpens attention within the image, α < 1 smooths it; because logits
@@ -25,6 +25,7 @@ from contextlib import contextmanager
 
 from torch import nn
 
+from interp._validation import renamed
 from interp.vlm.attention import RowProbe, attention_modules, probing, watch_image_tokens
 from interp.vlm.checks import check_alpha
 from interp.vlm.geometry import image_token_id
@@ -61,16 +62,18 @@ def _resolve_rows(rows) -> str | list[int]:
 def scale_image_attention(
     model: nn.Module,
     alpha: float,
-    layers: str | int | Sequence[int] = "all",
+    blocks: str | int | Sequence[int] = "all",
     heads: str | int | Sequence[int] = "all",
     rows: str | int | Sequence[int] = "last_prompt",
+    *,
+    layers=None,
 ) -> Iterator[RowProbe]:
     """Multiply image-key attention logits of the selected query rows by ``alpha`` (undone on exit).
 
     Args:
         model: a LLaVA-style VLM (its config has ``image_token_id``).
         alpha: the temperature α > 0 (1 leaves every output bit-identical).
-        layers: ``"all"`` or decoder-block indices.
+        blocks: ``"all"`` or decoder-block indices (``layers=``: its deprecated old name).
         heads: ``"all"`` or head indices.
         rows: ``"last_prompt"`` (last token of each prefill, decode steps
             untouched) or absolute token positions (as counted in the KV cache).
@@ -82,5 +85,6 @@ def scale_image_attention(
     alpha = check_alpha(alpha)
     token_id = image_token_id(model)
     probe = RowProbe(rows=_resolve_rows(rows), alpha=alpha, heads=_resolve_heads(model, heads))
-    with probing(model, probe, resolve_blocks(model, layers)), watch_image_tokens(model, probe, token_id):
+    blocks = resolve_blocks(model, renamed("blocks", blocks, "layers", layers, "all", "scale_image_attention", 4))
+    with probing(model, probe, blocks), watch_image_tokens(model, probe, token_id):
         yield probe

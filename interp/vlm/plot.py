@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from interp._validation import renamed
 from interp.vlm.geometry import Box, ImageGeometry
 
 __all__ = ["processed_view", "plot_image_attention", "plot_head_grid", "plot_alignment_curves"]
@@ -96,11 +97,18 @@ def _draw_boxes(ax, geometry: ImageGeometry, boxes, labels: bool) -> None:
             ax.text(x0, y0 - 3, label, color="cyan", fontsize=8, va="bottom")
 
 
-def plot_head_grid(trace, sample: int, layer: int, image=None, boxes=None, ncols: int = 8):
-    """Every head of one traced layer for one sample, on a shared colour scale. Returns the figure."""
+def plot_head_grid(trace, sample: int, block: int | None = None, image=None, boxes=None, ncols: int = 8, *,
+                   layer: int | None = None):  # fmt: skip
+    """Every head of one traced decoder block for one sample, on a shared colour scale. Returns the figure.
+
+    ``layer=`` is the deprecated old name of ``block``.
+    """
     import matplotlib.pyplot as plt
 
-    maps = trace.layer(layer)[sample]  # [H, gh, gw]
+    block = renamed("block", block, "layer", layer, None, "plot_head_grid")
+    if block is None:
+        raise TypeError("plot_head_grid needs block= (a traced decoder-block index)")
+    maps = trace.block(block)[sample]  # [H, gh, gw]
     n_heads = maps.shape[0]
     ncols = min(ncols, n_heads)
     nrows = -(-n_heads // ncols)
@@ -128,19 +136,19 @@ def plot_head_grid(trace, sample: int, layer: int, image=None, boxes=None, ncols
         ax.set_title(f"head {h}", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(f"block {layer}, sample {sample} (shared scale, max {vmax:.3g})", fontsize=10)
+    fig.suptitle(f"block {block}, sample {sample} (shared scale, max {vmax:.3g})", fontsize=10)
     fig.tight_layout()
     return fig
 
 
 def plot_alignment_curves(curves: pd.DataFrame, metric: str | None = None, ax=None, title: str | None = None):
-    """Per-layer mean ± CI curves, one line per group (e.g. correct vs incorrect answers).
+    """Per-block mean ± CI curves, one line per group (e.g. correct vs incorrect answers).
 
-    ``curves`` has columns ``layer``, ``mean``, ``ci_low``, ``ci_high`` and
+    ``curves`` has columns ``block``, ``mean``, ``ci_low``, ``ci_high`` and
     optionally ``group`` and ``metric`` (as returned by
-    :func:`interp.vlm.alignment.layer_curves`).
+    :func:`interp.vlm.alignment.block_curves`).
     """
-    required = {"layer", "mean", "ci_low", "ci_high"}
+    required = {"block", "mean", "ci_low", "ci_high"}
     if not required <= set(curves.columns):
         raise ValueError(f"curves needs columns {sorted(required)}, got {list(curves.columns)}")
     if metric is not None and "metric" in curves.columns:
@@ -148,9 +156,9 @@ def plot_alignment_curves(curves: pd.DataFrame, metric: str | None = None, ax=No
     ax = _axes(ax, (6, 3.5))
     groups = curves.groupby("group", sort=False) if "group" in curves.columns else [("all", curves)]
     for name, frame in groups:
-        frame = frame.sort_values("layer")
-        line = ax.plot(frame["layer"], frame["mean"], marker="o", markersize=3, label=str(name))[0]
-        ax.fill_between(frame["layer"], frame["ci_low"], frame["ci_high"], color=line.get_color(), alpha=0.2)
+        frame = frame.sort_values("block")
+        line = ax.plot(frame["block"], frame["mean"], marker="o", markersize=3, label=str(name))[0]
+        ax.fill_between(frame["block"], frame["ci_low"], frame["ci_high"], color=line.get_color(), alpha=0.2)
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

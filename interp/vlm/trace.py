@@ -1,19 +1,22 @@
 """``trace_image_attention``: where the last prompt token's attention lands on the image.
 
 For each (image, prompt) pair the processor builds the inputs, one forward pass
-runs with :mod:`interp.vlm.attention` probes on the traced layers, and the
+runs with :mod:`interp.vlm.attention` probes on the traced blocks, and the
 post-softmax attention of the query row (by default the last prompt token, the
 position that predicts the first answer token) is cut at the image-token span
-and reshaped row-major to the patch grid -- ``[n_layers, n_heads, grid_h,
-grid_w]`` per sample. Every other layer and row runs on the model's own kernel
+and reshaped row-major to the patch grid -- ``[n_blocks, n_heads, grid_h,
+grid_w]`` per sample. Every other block and row runs on the model's own kernel
 (SDPA by default); nothing is switched to eager attention.
 
-Layers are **decoder-block indices**: ``layers=[17]`` is the attention inside
-block 17 (whose output is hidden state 18 in ``output_hidden_states`` numbering).
+``blocks`` are **decoder-block indices**: ``blocks=[17]`` is the attention inside
+block 17 (whose output is hidden state 18 in ``output_hidden_states`` numbering;
+``layers`` always means hidden-state indices in ``interp``). The old spelling
+``layers=`` / ``ImageAttention.layers`` works for one release with a ``DeprecationWarning``.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +26,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from interp._validation import renamed
 from interp.vlm.attention import RowProbe, attention_modules, probing
 from interp.vlm.checks import check_alpha
 from interp.vlm.geometry import Box, ImageGeometry, box_mask, image_token_id, image_token_spans
@@ -35,12 +39,12 @@ class ImageAttention:
     """Traced attention of a query row to the image patches.
 
     Attributes:
-        patches: ``[n_samples, n_layers, n_heads, grid_h, grid_w]`` float32
+        patches: ``[n_samples, n_blocks, n_heads, grid_h, grid_w]`` float32
             post-softmax probabilities (each sample's full row sums to 1 over
             image *and* text keys; these are the image part, unnormalised).
-        image_share: ``[n_samples, n_layers, n_heads]`` total attention on the
+        image_share: ``[n_samples, n_blocks, n_heads]`` total attention on the
             image tokens (the rest is on text tokens).
-        layers: traced decoder-block indices (the ``n_layers`` axis).
+        blocks: traced decoder-block indices (the ``n_blocks`` axis).
         geometries: per sample, how its image maps to the grid (for boxes).
         query_positions: per sample, the traced row's index in its prompt tokens.
         prompts: the prompts, as given.
@@ -48,7 +52,7 @@ class ImageAttention:
 
     patches: torch.Tensor
     image_share: torch.Tensor
-    layers: list[int]
+    blocks: list[int]
     geometries: list[ImageGeometry]
     query_positions: list[int]
     prompts: list[str]
@@ -57,7 +61,7 @@ class ImageAttention:
         return self.patches.shape[0]
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        """``[n_layers, n_heads, grid_h, grid_w]`` of sample ``i``."""
+        """``[n_blocks, n_heads, grid_h, grid_w]`` of sample ``i``."""
         return self.patches[i]
 
     @property
@@ -65,14 +69,26 @@ class ImageAttention:
         return tuple(self.patches.shape[-2:])
 
     def head_mean(self) -> torch.Tensor:
-        """``[n_samples, n_layers, grid_h, grid_w]``: attention averaged over heads."""
+        """``[n_samples, n_blocks, grid_h, grid_w]``: attention averaged over heads."""
         return self.patches.mean(dim=2)
 
-    def layer(self, block: int) -> torch.Tensor:
+    def block(self, block: int) -> torch.Tensor:
         """``[n_samples, n_heads, grid_h, grid_w]`` of decoder block ``block``."""
-        if block not in self.layers:
-            raise KeyError(f"block {block} was not traced; traced blocks are {self.layers}")
-        return self.patches[:, self.layers.index(block)]
+        if block not in self.blocks:
+            raise KeyError(f"block {block} was not traced; traced blocks are {self.blocks}")
+        return self.patches[:, self.blocks.index(block)]
+
+    @property
+    def layers(self) -> list[int]:
+        """Deprecated name of :attr:`blocks` (decoder-block indices; ``layers`` means hidden states in interp)."""
+        warnings.warn("ImageAttention.layers is deprecated; use .blocks (decoder-block indices)", DeprecationWarning,
+                      stacklevel=2)  # fmt: skip
+        return self.blocks
+
+    def layer(self, block: int) -> torch.Tensor:
+        """Deprecated name of :meth:`block`."""
+        warnings.warn("ImageAttention.layer() is deprecated; use .block()", DeprecationWarning, stacklevel=2)
+        return self.block(block)
 
     def box_masks(self, boxes: Sequence[Box | Sequence[Box]]) -> torch.Tensor:
         """``[n_samples, grid_h, grid_w]`` patch coverage of each sample's box(es) (see :func:`box_mask`)."""
@@ -81,14 +97,14 @@ class ImageAttention:
         return torch.stack([box_mask(b, g.image_size, g) for b, g in zip(boxes, self.geometries, strict=True)])
 
     def share_table(self) -> pd.DataFrame:
-        """Tidy ``sample, layer, head, image_share, text_share``."""
-        n, n_layers, n_heads = self.image_share.shape
-        idx = torch.cartesian_prod(torch.arange(n), torch.arange(n_layers), torch.arange(n_heads))
+        """Tidy ``sample, block, head, image_share, text_share``."""
+        n, n_blocks, n_heads = self.image_share.shape
+        idx = torch.cartesian_prod(torch.arange(n), torch.arange(n_blocks), torch.arange(n_heads))
         share = self.image_share.flatten().double().numpy()
         return pd.DataFrame(
             {
                 "sample": idx[:, 0].numpy(),
-                "layer": [self.layers[j] for j in idx[:, 1].tolist()],
+                "block": [self.blocks[j] for j in idx[:, 1].tolist()],
                 "head": idx[:, 2].numpy(),
                 "image_share": share,
                 "text_share": 1.0 - share,
@@ -96,16 +112,16 @@ class ImageAttention:
         )
 
 
-def resolve_blocks(model: nn.Module, layers) -> list[int]:
+def resolve_blocks(model: nn.Module, blocks) -> list[int]:
     """``"all"`` or decoder-block indices -> a sorted list, with a clear error when out of range."""
     n_blocks = len(attention_modules(model))
-    if isinstance(layers, str):
-        if layers != "all":
-            raise ValueError(f'layers must be "all" or decoder-block indices, got {layers!r}')
+    if isinstance(blocks, str):
+        if blocks != "all":
+            raise ValueError(f'blocks must be "all" or decoder-block indices, got {blocks!r}')
         return list(range(n_blocks))
-    blocks = [layers] if isinstance(layers, int) else list(layers)
+    blocks = [blocks] if isinstance(blocks, int) else list(blocks)
     if not blocks:
-        raise ValueError("layers is empty; pass 'all' or at least one decoder-block index")
+        raise ValueError("blocks is empty; pass 'all' or at least one decoder-block index")
     bad = [b for b in blocks if not isinstance(b, int) or not 0 <= b < n_blocks]
     if bad:
         raise ValueError(f"decoder-block indices {bad} are out of range: the model has blocks 0..{n_blocks - 1}")
@@ -193,33 +209,34 @@ def trace_image_attention(
     processor,
     images,
     prompts: str | Sequence[str],
-    layers: str | int | Sequence[int] = "all",
+    blocks: str | int | Sequence[int] = "all",
     query: str | int = "last",
     *,
     alpha: float = 1.0,
     batch_size: int = 1,
     progress: bool = True,
+    layers=None,
 ) -> ImageAttention:
-    """Trace the attention of a prompt position to the image patches, per layer and head.
+    """Trace the attention of a prompt position to the image patches, per decoder block and head.
 
     Args:
         model: a LLaVA-style VLM (its config has ``image_token_id``).
         processor: its processor (expands ``<image>`` into the patch tokens).
         images: PIL images or paths, one per prompt (or a single image).
         prompts: prompts, each with exactly one ``<image>``.
-        layers: ``"all"`` or decoder-block indices.
+        blocks: ``"all"`` or decoder-block indices (``layers=``: its deprecated old name).
         query: ``"last"`` (the last prompt token) or a token index into the
             processed prompt (negative counts from the end); padding is not counted.
         alpha: trace under ScalingVis: the query row's image-key logits are
-            scaled by α in every traced layer and head (``query="last"`` only;
+            scaled by α in every traced block and head (``query="last"`` only;
             see :func:`~interp.vlm.scale_image_attention`). The maps are then
-            post-intervention. Layers that are not traced are not scaled.
+            post-intervention. Blocks that are not traced are not scaled.
         batch_size: pairs per forward pass (left-padded; results equal batch 1
             to float rounding, RoPE being relative).
         progress: show a progress bar.
 
     Returns:
-        :class:`ImageAttention` with ``patches [n_samples, n_layers, n_heads, grid_h, grid_w]``.
+        :class:`ImageAttention` with ``patches [n_samples, n_blocks, n_heads, grid_h, grid_w]``.
         Equal (to float32 rounding) to the matching rows of eager ``output_attentions``.
     """
     if isinstance(prompts, str):
@@ -235,7 +252,7 @@ def trace_image_attention(
     if alpha != 1.0 and query != "last":
         raise ValueError("alpha scales the last prompt row (the official AdaptVis row); use query='last' with alpha")
     alpha = check_alpha(alpha)
-    blocks = resolve_blocks(model, layers)
+    blocks = resolve_blocks(model, renamed("blocks", blocks, "layers", layers, "all", "trace_image_attention"))
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     token_id = image_token_id(model)
@@ -251,7 +268,7 @@ def trace_image_attention(
             model(**inputs, use_cache=False)
         pads = (mask.shape[1] - mask.sum(1)).tolist()
         for j, (geometry, (start, end), column) in enumerate(zip(geos, spans, columns, strict=True)):
-            row = torch.stack([probe.records[b][j, :, rows.index(column)] for b in blocks])  # [n_layers, H, kv]
+            row = torch.stack([probe.records[b][j, :, rows.index(column)] for b in blocks])  # [n_blocks, H, kv]
             gh, gw = geometry.grid
             patches.append(row[:, :, start:end].reshape(len(blocks), -1, gh, gw).cpu())
             shares.append(row[:, :, start:end].sum(-1).cpu())
