@@ -304,3 +304,14 @@ def test_ilo_job_writes_outputs_and_reuses_cache(gemma, tmp_path, monkeypatch):
     first = os.stat(os.path.join(store, "shard-00000.safetensors")).st_mtime_ns
     assert main(args) == 0  # the re-run reuses the cached activations
     assert os.stat(os.path.join(store, "shard-00000.safetensors")).st_mtime_ns == first
+
+
+def test_old_backend_keyword_is_a_deprecated_knn_backend():
+    x = torch.randn(3, 40, 8, generator=torch.Generator().manual_seed(3))
+    langs = ["a", "b", "c", "d"] * 10
+    new = interp.ilo.score(x, langs, k=3, t=1, knn_backend="torch")
+    with pytest.warns(DeprecationWarning, match=r"backend= is deprecated.*use knn_backend="):
+        old = interp.ilo.score(x, langs, k=3, t=1, backend="torch")
+    assert old.table.equals(new.table)
+    with pytest.raises(TypeError, match="pass knn_backend= only"):
+        interp.ilo.score(x, langs, k=3, t=1, knn_backend="torch", backend="torch")

@@ -606,3 +606,15 @@ def test_errors():
         sim.language_similarity(Xc, langs, twice)
     with pytest.raises(ValueError, match=r"k must be an int in \[1, N - 1 = 14\]"):
         sim.language_similarity(Xc, langs, ids, k=15)
+
+
+def test_old_backend_keyword_is_a_deprecated_knn_backend():
+    gen = torch.Generator().manual_seed(4)
+    a, b = torch.randn(30, 6, generator=gen), torch.randn(30, 5, generator=gen)
+    new = interp.similarity.mutual_knn(a, b, k=4, knn_backend="torch")
+    with pytest.warns(DeprecationWarning, match=r"backend= is deprecated.*use knn_backend="):
+        assert interp.similarity.mutual_knn(a, b, k=4, backend="torch") == new
+    stack = torch.randn(3, 30, 6, generator=gen)
+    with pytest.warns(DeprecationWarning, match="layer_similarity: backend= is deprecated"):
+        old = interp.similarity.layer_similarity(stack, "mutual_knn", k=4, backend="torch", progress=False)
+    assert torch.equal(old.values, interp.similarity.layer_similarity(stack, "mutual_knn", k=4, progress=False).values)

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from interp._validation import first_appearance_codes
+from interp._validation import first_appearance_codes, renamed
 from interp.ilo.baselines import (
     bootstrap_ilo,
     percentile_ci,
@@ -128,9 +128,10 @@ def score(
     bootstrap: int = 0,
     retrieval: bool = False,
     seed: int = 0,
-    backend: str = "auto",
+    knn_backend: str = "auto",
     group=None,
     timeout: float | timedelta | None = None,
+    backend: str | None = None,
 ) -> ILOResult:
     """ILO score per layer and language (Wilie et al. 2025).
 
@@ -150,7 +151,8 @@ def score(
         bootstrap: number of item resamples for 95% CIs (0 = none; needs ids).
         retrieval: also compute cross-lingual retrieval accuracy per language pair (needs ids).
         seed: seed of the null and the bootstrap.
-        backend: the kNN's stage-1 engine (:func:`interp.knn`).
+        knn_backend: the kNN's stage-1 engine (:func:`interp.knn`); ``backend=`` is its
+            deprecated old name (``backend`` is the extraction engine elsewhere in interp).
         group: a ``torch.distributed`` process group (e.g. ``dist.group.WORLD``):
             ``acts``, ``langs`` and ``ids`` are then this rank's contiguous shard
             of the points (shards in rank order), the kNN is sharded and the
@@ -162,6 +164,7 @@ def score(
     Returns:
         :class:`ILOResult`.
     """
+    knn_backend = renamed("knn_backend", knn_backend, "backend", backend, "auto", "interp.ilo.score")
     check_baselines(null, bootstrap, seed)
     if group is None:
         x, layers, langs, ids = check_inputs(acts, langs, ids)
@@ -179,10 +182,10 @@ def score(
 
     x = points.prepare(x)
     if compat:
-        found, _ = points.knn(x, k + 1, metric=metric, exclude_self=False, backend=backend)
+        found, _ = points.knn(x, k + 1, metric=metric, exclude_self=False, backend=knn_backend)
         indices = found[..., 1:]
     else:
-        indices, _ = points.knn(x, k, metric=metric, exclude_self=True, backend=backend)
+        indices, _ = points.knn(x, k, metric=metric, exclude_self=True, backend=knn_backend)
     indices = indices.cpu()  # scoring runs on the CPU labels (the kNN may have run on CUDA activations)
     counts = slot_counts(indices, codes, n_langs)  # [L, n, n_langs]: this process's rows
     sums = points.sum(language_sums(counts, codes[points.rows], n_langs, t), "reducing ILO counts")
@@ -212,5 +215,7 @@ def score(
         layers=layers,
         params=params,
         indices=indices,
-        retrieval=retrieval_accuracy(x, codes, items, n_langs, metric, backend, points=points) if retrieval else None,
+        retrieval=retrieval_accuracy(x, codes, items, n_langs, metric, knn_backend, points=points)
+        if retrieval
+        else None,
     )

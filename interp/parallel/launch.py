@@ -24,6 +24,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from interp._validation import renamed
 from interp.parallel.collectives import DEFAULT_TIMEOUT
 
 __all__ = ["init_distributed", "rank_device", "resolve_backend", "DEFAULT_TIMEOUT_S"]
@@ -31,31 +32,36 @@ __all__ = ["init_distributed", "rank_device", "resolve_backend", "DEFAULT_TIMEOU
 DEFAULT_TIMEOUT_S = DEFAULT_TIMEOUT.total_seconds()
 
 
-def resolve_backend(backend: str = "auto", device: str = "auto") -> str:
+def resolve_backend(dist_backend: str = "auto", device: str = "auto") -> str:
     """The process-group backend for ``device``: ``"gloo"`` for CPU tensors, ``"nccl"`` for CUDA tensors.
 
-    ``backend="auto"`` follows ``device`` (``"cpu"`` -> gloo; ``"cuda"``/``"cuda:i"`` -> NCCL; ``"auto"`` ->
+    ``dist_backend="auto"`` follows ``device`` (``"cpu"`` -> gloo; ``"cuda"``/``"cuda:i"`` -> NCCL; ``"auto"`` ->
     NCCL if CUDA is available, else gloo). An explicit backend must fit the device.
     """
-    if backend not in ("auto", "nccl", "gloo"):
-        raise ValueError(f"unknown backend {backend!r}; choose 'auto', 'nccl' or 'gloo'")
+    if dist_backend not in ("auto", "nccl", "gloo"):
+        raise ValueError(f"unknown dist_backend {dist_backend!r}; choose 'auto', 'nccl' or 'gloo'")
     kind = str(device).split(":")[0]
     if kind not in ("auto", "cpu", "cuda"):
         raise ValueError(f"unknown device {device!r} for a distributed run; choose 'auto', 'cpu' or 'cuda'")
     wanted = {"cpu": "gloo", "cuda": "nccl"}.get(kind) or ("nccl" if torch.cuda.is_available() else "gloo")
-    if backend != "auto" and backend != wanted and kind != "auto":
-        raise ValueError(f"backend {backend!r} does not fit device {device!r}: gloo moves CPU tensors, NCCL CUDA "
-                         f"tensors; use backend={wanted!r} (or 'auto')")  # fmt: skip
-    return wanted if backend == "auto" else backend
+    if dist_backend != "auto" and dist_backend != wanted and kind != "auto":
+        raise ValueError(f"dist_backend {dist_backend!r} does not fit device {device!r}: gloo moves CPU tensors, "
+                         f"NCCL CUDA tensors; use dist_backend={wanted!r} (or 'auto')")  # fmt: skip
+    return wanted if dist_backend == "auto" else dist_backend
 
 
 def init_distributed(
-    backend: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S, device: str = "auto"
+    dist_backend: str = "auto",
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    device: str = "auto",
+    *,
+    backend: str | None = None,
 ) -> tuple[int, int]:
     """Initialise the default process group from ``torchrun``'s environment; return ``(rank, world_size)``.
 
     Args:
-        backend: ``"auto"`` (from ``device``, see :func:`resolve_backend`), ``"nccl"`` or ``"gloo"``.
+        dist_backend: the process-group backend: ``"auto"`` (from ``device``, see :func:`resolve_backend`),
+            ``"nccl"`` or ``"gloo"``; ``backend=`` is its deprecated old name.
         timeout_s: timeout of every collective and of the rendezvous, in seconds.
         device: the device the rank's tensors will live on (``"cpu"``, ``"cuda"``, ``"auto"``).
     """
@@ -67,7 +73,9 @@ def init_distributed(
             f"init_distributed: environment variables {missing} are not set; start the script with "
             "`torchrun --nproc-per-node P ...` (or set them yourself)"
         )
-    backend = resolve_backend(backend, device)
+    backend = resolve_backend(
+        renamed("dist_backend", dist_backend, "backend", backend, "auto", "init_distributed"), device
+    )
     if backend == "nccl":
         local_rank = int(os.environ.get("LOCAL_RANK", 0))
         n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0

@@ -39,7 +39,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from interp._validation import as_float_tensor, is_int
+from interp._validation import as_float_tensor, is_int, renamed
 from interp.neighbors import knn
 
 __all__ = ["mutual_knn", "cycle_knn", "lcs_knn", "cknna", "neighbor_lists", "kernel_at_neighbors"]
@@ -73,12 +73,15 @@ def check_k(k, n: int, minimum: int = 1) -> int:
 # neighbour lists and key sets
 
 
-def neighbor_lists(X: torch.Tensor, k: int, metric: str = "cosine", backend: str = "auto") -> torch.Tensor:
+def neighbor_lists(
+    X: torch.Tensor, k: int, metric: str = "cosine", knn_backend: str = "auto", backend: str | None = None
+) -> torch.Tensor:
     """Exact k-NN lists, self excluded: ``[N, D] -> [N, k]`` or ``[B, N, D] -> [B, N, k]`` (int64).
 
     Thin wrapper over :func:`interp.knn` (one batched call for all B problems, e.g. layers).
     """
-    indices, _ = knn(X, k, metric=metric, exclude_self=True, backend=backend)
+    knn_backend = renamed("knn_backend", knn_backend, "backend", backend, "auto", "neighbor_lists")
+    indices, _ = knn(X, k, metric=metric, exclude_self=True, backend=knn_backend)
     return indices.cpu()
 
 
@@ -243,45 +246,61 @@ def cknna_from_lists(ia, ka, ib, kb, epsilon: float = 1e-6, self_a=None, self_b=
 # public metrics on features
 
 
-def _pair_lists(A, B, k, metric, backend, minimum=1):
+def _pair_lists(A, B, k, metric, knn_backend, minimum=1):
     A, B = as_features("A", A), as_features("B", B)
     n = check_pair(A, B)
     k = check_k(n - 1 if k is None else k, n, minimum)
     if A.shape[1] == B.shape[1] and A.dtype == B.dtype and A.device == B.device:
-        both = neighbor_lists(torch.stack([A, B]), k, metric, backend)
+        both = neighbor_lists(torch.stack([A, B]), k, metric, knn_backend)
         return A, B, both[0], both[1]
-    return A, B, neighbor_lists(A, k, metric, backend), neighbor_lists(B, k, metric, backend)
+    return A, B, neighbor_lists(A, k, metric, knn_backend), neighbor_lists(B, k, metric, knn_backend)
 
 
-def mutual_knn(A, B, k: int = 10, *, metric: str = "cosine", backend: str = "auto") -> float:
+def mutual_knn(
+    A, B, k: int = 10, *, metric: str = "cosine", knn_backend: str = "auto", backend: str | None = None
+) -> float:
     """Mutual k-NN alignment: mean_i |N_A(i) ∩ N_B(i)| / k, in [0, 1].
 
     Args:
         A: ``[N, D_A]`` features; B: ``[N, D_B]`` features of the same N inputs (row i = input i).
         k: neighbours per point, 1 <= k <= N - 1 (upstream's ``topk``, default 10).
         metric: neighbour metric of :func:`interp.knn` (``"cosine"`` = upstream on normalised features).
-        backend: :func:`interp.knn` backend.
+        knn_backend: :func:`interp.knn` backend.
     """
-    _, _, ia, ib = _pair_lists(A, B, k, metric, backend)
+    knn_backend = renamed("knn_backend", knn_backend, "backend", backend, "auto", "mutual_knn")
+    _, _, ia, ib = _pair_lists(A, B, k, metric, knn_backend)
     return float(mutual_from_lists(ia, ib)[0])
 
 
-def cycle_knn(A, B, k: int = 10, *, metric: str = "cosine", backend: str = "auto") -> float:
+def cycle_knn(
+    A, B, k: int = 10, *, metric: str = "cosine", knn_backend: str = "auto", backend: str | None = None
+) -> float:
     """Cycle k-NN: share of points i for which some j ∈ N_B(i) has i ∈ N_A(j) (A → B → A returns home).
 
     Not symmetric in A and B. Arguments as :func:`mutual_knn`.
     """
-    _, _, ia, ib = _pair_lists(A, B, k, metric, backend)
+    knn_backend = renamed("knn_backend", knn_backend, "backend", backend, "auto", "cycle_knn")
+    _, _, ia, ib = _pair_lists(A, B, k, metric, knn_backend)
     return float(cycle_from_lists(ia, ib)[0])
 
 
-def lcs_knn(A, B, k: int = 10, *, normalize: bool = True, metric: str = "cosine", backend: str = "auto") -> float:
+def lcs_knn(
+    A,
+    B,
+    k: int = 10,
+    *,
+    normalize: bool = True,
+    metric: str = "cosine",
+    knn_backend: str = "auto",
+    backend: str | None = None,
+) -> float:
     """Longest common subsequence of the *ordered* neighbour lists, averaged over points.
 
     ``normalize=True`` (default) divides by k, giving [0, 1] like the other metrics;
     ``normalize=False`` returns upstream's ``lcs_knn`` value, in [0, k]. Arguments as :func:`mutual_knn`.
     """
-    _, _, ia, ib = _pair_lists(A, B, k, metric, backend)
+    knn_backend = renamed("knn_backend", knn_backend, "backend", backend, "auto", "lcs_knn")
+    _, _, ia, ib = _pair_lists(A, B, k, metric, knn_backend)
     return float(lcs_from_lists(ia, ib, normalize)[0])
 
 
@@ -294,7 +313,16 @@ def check_cknna_metric(metric: str) -> None:
         )
 
 
-def cknna(A, B, k: int | None = 10, *, epsilon: float = 1e-6, metric: str = "cosine", backend: str = "auto") -> float:
+def cknna(
+    A,
+    B,
+    k: int | None = 10,
+    *,
+    epsilon: float = 1e-6,
+    metric: str = "cosine",
+    knn_backend: str = "auto",
+    backend: str | None = None,
+) -> float:
     """CKNNA (Huh et al. 2024): unbiased CKA restricted to pairs that are neighbours in *both* spaces.
 
     Rows are L2-normalised first, as the Platonic pipeline does before measuring; with Â, B̂ the
@@ -319,10 +347,11 @@ def cknna(A, B, k: int | None = 10, *, epsilon: float = 1e-6, metric: str = "cos
         metric: must be ``"cosine"`` (the inner-product ranking of normalised rows); kept for a
             signature shared with the other kNN metrics.
     """
+    knn_backend = renamed("knn_backend", knn_backend, "backend", backend, "auto", "cknna")
     check_cknna_metric(metric)
     A, B = as_features("A", A), as_features("B", B)
     if A.shape[0] < 4:
         raise ValueError(f"CKNNA's unbiased HSIC needs N >= 4 points, got {A.shape[0]}")
-    A, B, ia, ib = _pair_lists(A, B, k, metric, backend, minimum=2)
+    A, B, ia, ib = _pair_lists(A, B, k, metric, knn_backend, minimum=2)
     ka, kb = kernel_at_neighbors(A, ia, normalize=True), kernel_at_neighbors(B, ib, normalize=True)
     return float(cknna_from_lists(ia, ka, ib, kb, epsilon)[0])

@@ -35,7 +35,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from interp._validation import as_float_tensor
+from interp._validation import as_float_tensor, renamed
 from interp.extraction.activations import Activations
 from interp.similarity.cka import _features_hsic, centred_gram
 from interp.similarity.knn_metrics import (
@@ -168,8 +168,8 @@ def _check_options(metric: str, k, n: int, epsilon: float, knn_metric: str = "co
     return None
 
 
-def _knn_side(X, k, metric, knn_metric, backend):
-    lists = neighbor_lists(X, k, knn_metric, backend)
+def _knn_side(X, k, metric, knn_metric, knn_backend):
+    lists = neighbor_lists(X, k, knn_metric, knn_backend)
     if metric != "cknna":
         return lists, None, None
     values = kernel_at_neighbors(X, lists, normalize=True)  # CKNNA: cosine kernel, as on normalised rows
@@ -223,7 +223,8 @@ def pairwise(
     knn_metric: str = "cosine",
     epsilon: float = 1e-6,
     normalize: bool = True,
-    backend: str = "auto",
+    knn_backend: str = "auto",
+    backend: str | None = None,
     progress: bool = True,
 ) -> torch.Tensor:
     """Score many pairs of representations, each representation's neighbours computed once.
@@ -237,10 +238,13 @@ def pairwise(
         knn_metric: neighbour metric of :func:`interp.knn`.
         epsilon: CKA / CKNNA denominator epsilon (upstream 1e-6).
         normalize: ``lcs_knn`` divided by k (False: upstream's value in [0, k]).
+        knn_backend: stage-1 engine of :func:`interp.knn` (``backend=``: its deprecated old name,
+            renamed because ``backend`` is the extraction engine elsewhere in interp).
         progress: tqdm bar over the pairs.
     Returns:
         ``[P]`` float64.
     """
+    knn_backend = renamed("knn_backend", knn_backend, "backend", backend, "auto", "pairwise")
     XA = _check_stack("XA", XA)
     XB = None if XB is None else _check_stack("XB", XB)
     n = XA.shape[1]
@@ -255,9 +259,9 @@ def pairwise(
         raise IndexError(f"pairs index past the stacks ({XA.shape[0]} rows, {s_b} columns)")
     out = torch.empty(len(pairs), dtype=torch.float64)
     if metric in KNN_METRICS:
-        lists_a, values_a, self_a = _knn_side(XA, k, metric, knn_metric, backend)
+        lists_a, values_a, self_a = _knn_side(XA, k, metric, knn_metric, knn_backend)
         lists_b, values_b, self_b = (
-            (lists_a, values_a, self_a) if XB is None else _knn_side(XB, k, metric, knn_metric, backend)
+            (lists_a, values_a, self_a) if XB is None else _knn_side(XB, k, metric, knn_metric, knn_backend)
         )
         step = max(1, CHUNK // (n * k))
         with tqdm(total=len(pairs), disable=not progress, desc=metric, unit="pair") as bar:
@@ -338,7 +342,8 @@ def layer_similarity(
     knn_metric: str = "cosine",
     epsilon: float = 1e-6,
     normalize: bool = True,
-    backend: str = "auto",
+    knn_backend: str = "auto",
+    backend: str | None = None,
     progress: bool = True,
 ) -> SimilarityMatrix:
     """Layer × layer similarity within one model.
@@ -348,15 +353,16 @@ def layer_similarity(
         metric: ``"mutual_knn"`` (default), ``"cycle_knn"``, ``"lcs_knn"``, ``"cknna"``, ``"cka"``,
             ``"unbiased_cka"``.
         k: neighbours (kNN metrics; None = N − 1). layers: hidden-state indices to use (default all).
-        knn_metric, epsilon, normalize, backend, progress: see :func:`pairwise`.
+        knn_metric, epsilon, normalize, knn_backend, progress: see :func:`pairwise`.
     Returns:
         :class:`SimilarityMatrix` ``[L, L]``, rows and columns labelled by hidden-state index.
     """
+    knn_backend = renamed("knn_backend", knn_backend, "backend", backend, "auto", "layer_similarity")
     x, labels, _ = _unpack("acts", acts, layers)
     symmetric = metric in SYMMETRIC
     pairs = _pairs_within(x.shape[0], symmetric)
     values = pairwise(metric, x, None, pairs, k=k, knn_metric=knn_metric, epsilon=epsilon, normalize=normalize,
-                      backend=backend, progress=progress)  # fmt: skip
+                      knn_backend=knn_backend, progress=progress)  # fmt: skip
     params = {"k": k, "knn_metric": knn_metric} if metric in KNN_METRICS else {}
     params.update({"epsilon": epsilon} if metric in ("cka", "unbiased_cka", "cknna") else {})
     return SimilarityMatrix(_square(values, x.shape[0], pairs, symmetric), labels, labels, metric, params,
@@ -374,7 +380,8 @@ def model_similarity(
     knn_metric: str = "cosine",
     epsilon: float = 1e-6,
     normalize: bool = True,
-    backend: str = "auto",
+    knn_backend: str = "auto",
+    backend: str | None = None,
     progress: bool = True,
     names: tuple[str, str] = ("model A", "model B"),
 ) -> SimilarityMatrix:
@@ -384,6 +391,7 @@ def model_similarity(
     with Activations their ``ids`` must match in order). Other arguments as :func:`layer_similarity`.
     The Platonic paper's score is ``result.argmax()[2]`` (the max over layer pairs): selection-biased.
     """
+    knn_backend = renamed("knn_backend", knn_backend, "backend", backend, "auto", "model_similarity")
     xa, labels_a, meta_a = _unpack("acts_a", acts_a, layers_a)
     xb, labels_b, meta_b = _unpack("acts_b", acts_b, layers_b)
     if xa.shape[1] != xb.shape[1]:
@@ -392,7 +400,7 @@ def model_similarity(
         raise ValueError("acts_a and acts_b have different ids (or order): extract both from the same inputs")
     pairs = torch.cartesian_prod(torch.arange(xa.shape[0]), torch.arange(xb.shape[0])).view(-1, 2)
     values = pairwise(metric, xa, xb, pairs, k=k, knn_metric=knn_metric, epsilon=epsilon, normalize=normalize,
-                      backend=backend, progress=progress)  # fmt: skip
+                      knn_backend=knn_backend, progress=progress)  # fmt: skip
     params = {"k": k, "knn_metric": knn_metric} if metric in KNN_METRICS else {}
     params.update({"epsilon": epsilon} if metric in ("cka", "unbiased_cka", "cknna") else {})
     return SimilarityMatrix(values.view(xa.shape[0], xb.shape[0]), labels_a, labels_b, metric, params,
@@ -433,7 +441,8 @@ def language_similarity(
     knn_metric: str = "cosine",
     epsilon: float = 1e-6,
     normalize: bool = True,
-    backend: str = "auto",
+    knn_backend: str = "auto",
+    backend: str | None = None,
     progress: bool = True,
 ) -> SimilarityMatrix:
     """Language × language similarity per layer on a parallel corpus (translations = paired points).
@@ -454,6 +463,7 @@ def language_similarity(
         :class:`SimilarityMatrix` with ``values`` ``[L, G, G]`` and ``layers``; ``.frame(layer)``,
         ``.plot(layer)``, ``.offdiagonal_mean()`` (per layer).
     """
+    knn_backend = renamed("knn_backend", knn_backend, "backend", backend, "auto", "language_similarity")
     x, labels, meta = _unpack("acts", acts, layers)
     if meta is not None:
         langs = meta.labels if langs is None else langs
@@ -473,7 +483,7 @@ def language_similarity(
     offsets = (torch.arange(x.shape[0]) * G).view(-1, 1, 1)
     pairs = (within[None] + offsets).reshape(-1, 2)
     values = pairwise(metric, stack, None, pairs, k=k, knn_metric=knn_metric, epsilon=epsilon, normalize=normalize,
-                      backend=backend, progress=progress)  # fmt: skip
+                      knn_backend=knn_backend, progress=progress)  # fmt: skip
     per_layer = values.view(x.shape[0], len(within))
     matrices = torch.stack([_square(v, G, within, symmetric) for v in per_layer])
     params = {"k": k, "knn_metric": knn_metric, "n_items": n_items} if metric in KNN_METRICS else {"n_items": n_items}
