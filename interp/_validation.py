@@ -28,6 +28,7 @@ __all__ = [
     "encode_labels",
     "first_appearance_codes",
     "renamed",
+    "renamed_attribute",
 ]
 
 
@@ -125,3 +126,12 @@ def renamed(new: str, value, old: str, old_value, default, where: str, stackleve
         stacklevel=stacklevel,
     )
     return old_value
+
+
+def renamed_attribute(module: str, name: str, renames: dict[str, str], namespace: dict):
+    """A module ``__getattr__`` body: an old attribute name returns the new one's value, with a warning."""
+    if name not in renames:
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    warnings.warn(f"{module}.{name} is deprecated; use {module}.{renames[name]} (same value)", DeprecationWarning,
+                  stacklevel=3)  # fmt: skip
+    return namespace[renames[name]]

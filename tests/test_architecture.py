@@ -11,6 +11,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1] / "interp"
 ENTRY_POINTS = {"interp", "interp.__main__"}
 
@@ -121,3 +123,17 @@ def test_the_import_graph_has_no_cycle():
     graph = {m: sorted({_target(s, n) for s, n, _ in _imports(m)} & set(MODULES) - {m}) for m in MODULES}
     cycle = _find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_renamed_constants_keep_their_old_names_for_one_release():
+    import interp.neighbors
+    import interp.similarity
+    import interp.vlm
+
+    for module, old, new in [(interp.neighbors, "METRICS", "DISTANCE_METRICS"),
+                             (interp.similarity, "METRICS", "MEASURES"),
+                             (interp.vlm, "METRICS", "ALIGNMENT_METRICS")]:  # fmt: skip
+        with pytest.warns(DeprecationWarning, match=f"{module.__name__}.{old} is deprecated; use .*{new}"):
+            assert getattr(module, old) == getattr(module, new)
+        with pytest.raises(AttributeError, match="has no attribute 'NOPE'"):
+            module.NOPE  # noqa: B018

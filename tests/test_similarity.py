@@ -364,7 +364,7 @@ def reference_value(metric, A, B, k, epsilon=1e-6):
     return {"mutual_knn": ref_mutual, "cycle_knn": ref_cycle, "lcs_knn": lambda a, b: ref_lcs(a, b) / k}[metric](ia, ib)
 
 
-@pytest.mark.parametrize("metric", sim.METRICS)
+@pytest.mark.parametrize("metric", sim.MEASURES)
 def test_layer_matrix_matches_reference(metric):
     X = layer_stack()
     result = sim.layer_similarity(X, metric, k=5, progress=False)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from interp.vlm.alignment import (
-    METRICS,
+    ALIGNMENT_METRICS,
     alignment_table,
     attention_mass,
     block_curves,
@@ -271,7 +271,7 @@ def test_alignment_table_matches_references_and_head_mean():
     attn, masks = _dataset()
     correct = [True, False, True, True, False, False]
     table = alignment_table(attn, masks, correct=correct, sample_ids=list("abcdef"), blocks=[10, 11, 12])
-    assert list(table.columns) == ["sample", "block", "head", "correct", *METRICS]
+    assert list(table.columns) == ["sample", "block", "head", "correct", *ALIGNMENT_METRICS]
     assert len(table) == 6 * 3 * 3
     refs = {
         "mass": ref_mass,

@@ -2,7 +2,7 @@
 
 * Options are declared once here and read their choices from the registries
   (:data:`interp.extraction.BACKENDS`, :data:`interp.extraction.POOLINGS`,
-  :data:`interp.neighbors.METRICS`), so a new backend or pooling appears in every job.
+  :data:`interp.neighbors.DISTANCE_METRICS`), so a new backend or pooling appears in every job.
 * :func:`read_texts` reads a ``.txt`` (one text per line) or ``.jsonl`` corpus through the
   one JSONL reader (:func:`interp.data.jsonl.iter_jsonl_objects`).
 * :func:`run_manifest` is the one manifest layout (job, arguments, outputs, timing,
@@ -30,7 +30,7 @@ from pathlib import Path
 from interp.data.jsonl import iter_jsonl_objects
 from interp.extraction.backends import BACKENDS
 from interp.extraction.pooling import POOLINGS
-from interp.neighbors.api import METRICS
+from interp.neighbors.api import DISTANCE_METRICS
 from interp.version import __version__
 
 __all__ = [
@@ -59,7 +59,7 @@ def add_ilo_options(parser: argparse.ArgumentParser) -> None:
     """``--k``, ``--t`` and ``--metric`` of :func:`interp.ilo.score`."""
     parser.add_argument("--k", type=int, default=5, help="neighbours per point")
     parser.add_argument("--t", type=int, default=3, help="a point bridges if its neighbours span >= t languages")
-    parser.add_argument("--metric", default="cosine", choices=list(METRICS))
+    parser.add_argument("--metric", default="cosine", choices=list(DISTANCE_METRICS))
 
 
 def parse_layers(value: str):

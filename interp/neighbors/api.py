@@ -22,9 +22,9 @@ import torch
 from interp._validation import as_float_tensor, is_int
 from interp.neighbors.exact import rerank
 
-__all__ = ["knn", "KNNStats", "METRICS", "KNN_BACKENDS", "as_float_tensor"]
+__all__ = ["knn", "KNNStats", "DISTANCE_METRICS", "KNN_BACKENDS", "as_float_tensor"]
 
-METRICS = ("cosine", "euclidean")
+DISTANCE_METRICS = ("cosine", "euclidean")
 KNN_BACKENDS = ("auto", "torch", "triton", "faiss")
 PRECISIONS = ("ieee", "tf32", "bf16")
 
@@ -112,7 +112,7 @@ def knn(
     """
     global last_stats
     X = as_float_tensor("X", X)
-    if metric not in METRICS:
+    if metric not in DISTANCE_METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose 'cosine' or 'euclidean'")
     if backend not in KNN_BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(map(repr, KNN_BACKENDS))}")

@@ -44,7 +44,7 @@ import torch
 import torch.distributed as dist
 
 from interp._validation import as_float_tensor, is_int
-from interp.neighbors.api import METRICS, knn
+from interp.neighbors.api import DISTANCE_METRICS, knn
 from interp.parallel.collectives import (
     DistributedError,
     all_gather_object,
@@ -164,7 +164,7 @@ def knn_sharded(
         shapes = {r: (f"[B={row['batch']}] " if row["batch"] >= 0 else "") + f"D={row['D']}"
                   for r, row in enumerate(table)}  # fmt: skip
         raise ValueError(f"rank {rank}: the shards disagree on batch size / dimension: {shapes}")
-    if metric not in METRICS:
+    if metric not in DISTANCE_METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose 'cosine' or 'euclidean'")
     sizes = [row["n"] for row in table]
     n = sum(sizes)

@@ -9,10 +9,11 @@
 * :mod:`.plot` -- heatmaps with the argmax marked.
 """
 
+from interp._validation import renamed_attribute
 from interp.similarity.cka import cka, hsic
 from interp.similarity.knn_metrics import cknna, cycle_knn, lcs_knn, mutual_knn
 from interp.similarity.matrices import (
-    METRICS,
+    MEASURES,
     SimilarityMatrix,
     language_similarity,
     layer_similarity,
@@ -21,7 +22,7 @@ from interp.similarity.matrices import (
 from interp.similarity.preprocess import preprocess, remove_outliers
 
 __all__ = [
-    "METRICS",
+    "MEASURES",
     "SimilarityMatrix",
     "cka",
     "cknna",
@@ -35,3 +36,7 @@ __all__ = [
     "preprocess",
     "remove_outliers",
 ]
+
+
+def __getattr__(name: str):  # old names, kept for one release
+    return renamed_attribute(__name__, name, {"METRICS": "MEASURES"}, globals())

@@ -50,9 +50,9 @@ from interp.similarity.knn_metrics import (
     neighbor_lists,
 )
 
-__all__ = ["METRICS", "SimilarityMatrix", "pairwise", "layer_similarity", "model_similarity", "language_similarity"]
+__all__ = ["MEASURES", "SimilarityMatrix", "pairwise", "layer_similarity", "model_similarity", "language_similarity"]
 
-METRICS = ("mutual_knn", "cycle_knn", "lcs_knn", "cknna", "cka", "unbiased_cka")
+MEASURES = ("mutual_knn", "cycle_knn", "lcs_knn", "cknna", "cka", "unbiased_cka")
 KNN_METRICS = ("mutual_knn", "cycle_knn", "lcs_knn", "cknna")
 SYMMETRIC = ("mutual_knn", "lcs_knn", "cka", "unbiased_cka")
 CHUNK = 1 << 22  # neighbour-list entries (pairs × N × k) scored per vectorised step
@@ -66,7 +66,7 @@ class SimilarityMatrix:
     Attributes:
         values: ``[R, C]`` float64, or ``[L, R, C]`` for language matrices (one per layer).
         rows, cols: labels of the rows (first argument A) and columns (second argument B).
-        metric: one of :data:`METRICS`.
+        metric: one of :data:`MEASURES`.
         params: k, neighbour metric, epsilon, ... as used.
         layers: hidden-state indices of the stacked matrices (language matrices), else None.
         same_space: rows and columns are the same representations (layer × layer, language ×
@@ -153,8 +153,8 @@ def _check_stack(name: str, x) -> torch.Tensor:
 
 
 def _check_options(metric: str, k, n: int, epsilon: float, knn_metric: str = "cosine") -> int | None:
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(map(repr, METRICS))}")
+    if metric not in MEASURES:
+        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(map(repr, MEASURES))}")
     if metric == "cknna":
         check_cknna_metric(knn_metric)
     if epsilon < 0:
@@ -230,7 +230,7 @@ def pairwise(
     """Score many pairs of representations, each representation's neighbours computed once.
 
     Args:
-        metric: one of :data:`METRICS`.
+        metric: one of :data:`MEASURES`.
         XA: ``[S_A, N, D_A]`` stack of representations of the same N points.
         XB: ``[S_B, N, D_B]``, or None for pairs within ``XA``.
         pairs: ``[P, 2]`` int (row into XA, column into XB); default: every (r, c).

@@ -8,9 +8,10 @@ image-attention logits) -> :mod:`.alignment` (attention-to-box metrics) ->
 :mod:`.scenes` draws synthetic scenes with known boxes.
 """
 
+from interp._validation import renamed_attribute
 from interp.vlm.adaptvis import AdaptVisResult, adaptvis_generate, choose_alpha, scalingvis_generate
 from interp.vlm.alignment import (
-    METRICS,
+    ALIGNMENT_METRICS,
     alignment_table,
     attention_mass,
     block_curves,
@@ -55,7 +56,7 @@ from interp.vlm.trace import ImageAttention, trace_image_attention
 __all__ = [
     "ADAPTVIS_PRESETS",
     "DATASET_NAMES",
-    "METRICS",
+    "ALIGNMENT_METRICS",
     "VSR_OFFICIAL_RESIZE",
     "VSR_PROMPT",
     "AdaptVisPreset",
@@ -102,3 +103,7 @@ __all__ = [
     "trace_image_attention",
     "yes_no_metrics",
 ]
+
+
+def __getattr__(name: str):  # old names, kept for one release
+    return renamed_attribute(__name__, name, {"METRICS": "ALIGNMENT_METRICS"}, globals())

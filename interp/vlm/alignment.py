@@ -60,7 +60,7 @@ from interp._validation import renamed
 from interp.vlm.trace import ImageAttention
 
 __all__ = [
-    "METRICS",
+    "ALIGNMENT_METRICS",
     "alignment_table",
     "attention_mass",
     "correctness_auroc",
@@ -71,7 +71,7 @@ __all__ = [
     "pointing_game",
 ]
 
-METRICS = ("mass", "mass_total", "image_share", "auroc", "pointing", "cosine")
+ALIGNMENT_METRICS = ("mass", "mass_total", "image_share", "auroc", "pointing", "cosine")
 
 
 # --------------------------------------------------------------------------- validation
@@ -349,7 +349,7 @@ def alignment_table(
     sample_ids=None,
     blocks: Sequence[int] | None = None,
     heads: Literal["both", "each", "mean"] = "both",
-    metrics: Sequence[str] = METRICS,
+    metrics: Sequence[str] = ALIGNMENT_METRICS,
     threshold: float = 0.5,
     on_empty: Literal["nan", "raise"] = "nan",
     progress: bool = False,
@@ -369,7 +369,7 @@ def alignment_table(
             ``blocks`` the trace was run with (``layers=``: its deprecated old name).
         heads: ``"each"`` -> one row per head (int); ``"mean"`` -> one row for the head-mean map
             (maps averaged over heads first, then the metric); ``"both"`` -> both.
-        metrics: subset of :data:`METRICS`.
+        metrics: subset of :data:`ALIGNMENT_METRICS`.
         threshold: coverage threshold of the binary mask used by ``auroc``.
         on_empty: ``"nan"`` (warn, metrics NaN) or ``"raise"`` for samples whose mask has no
             patch with coverage > 0.
@@ -383,9 +383,9 @@ def alignment_table(
     if isinstance(attn, ImageAttention):
         blocks = attn.blocks if blocks is None else blocks
         attn = attn.patches
-    unknown = [m for m in metrics if m not in METRICS]
+    unknown = [m for m in metrics if m not in ALIGNMENT_METRICS]
     if unknown or not metrics:
-        raise ValueError(f"unknown metrics {unknown}; choose from {list(METRICS)}")
+        raise ValueError(f"unknown metrics {unknown}; choose from {list(ALIGNMENT_METRICS)}")
     if heads not in ("both", "each", "mean"):
         raise ValueError(f"heads must be 'both', 'each' or 'mean', got {heads!r}")
     if on_empty not in ("nan", "raise"):
