@@ -25,7 +25,7 @@ import torch
 from machine import describe
 
 import interp
-from interp.extraction.batching import collate, plan_batches, tokenize
+from interp.models.inputs import collate, plan_batches, tokenize
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "udhr30.jsonl"
 

@@ -25,11 +25,11 @@ from interp._validation import check_texts
 from interp.extraction.activations import Activations
 from interp.extraction.backends import check_backend, get_backend
 from interp.extraction.backends.base import input_device
-from interp.extraction.batching import Tokenized, collate, plan_batches, tokenize
 from interp.extraction.fingerprint import json_digest, legacy_model_digest, model_digest, token_digest
 from interp.extraction.pooling import check_pooling, pool
 from interp.extraction.store import ActivationStore
 from interp.models.adapter import ModelAdapter, get_adapter
+from interp.models.inputs import Tokenized, collate, pad_id, plan_batches, tokenize
 from interp.neighbors.api import torch_matmul_precision
 
 __all__ = ["extract", "resolve_layers", "model_digest", "context_length"]
@@ -121,14 +121,6 @@ def _model_name(model: nn.Module) -> str:
     return str(getattr(model, "name_or_path", "") or type(model).__name__)
 
 
-def _pad_id(tokenizer) -> int:
-    for attr in ("pad_token_id", "eos_token_id", "bos_token_id"):
-        value = getattr(tokenizer, attr, None)
-        if isinstance(value, int):
-            return value
-    return 0  # any valid id: padded positions are masked out
-
-
 def _check_fits(per_layer: list, layers: list[int], dtype: torch.dtype) -> None:
     """Refuse to cast finite float32 states that overflow ``dtype`` (silent inf otherwise).
 
@@ -154,7 +146,7 @@ def _run_shard(
     rows: range,
     batch_size: int,
     pooling: str,
-    pad_id: int,
+    pad: int,
     padding_side: str,
     dtype: torch.dtype,
     bar,
@@ -163,7 +155,7 @@ def _run_shard(
     layers = runner.layers
     pooled: dict[int, list] = {}
     for batch_rows in plan_batches(lengths, rows, batch_size):
-        batch = collate(tokens, batch_rows, pad_id, padding_side)
+        batch = collate(tokens, batch_rows, pad, padding_side)
         with torch.no_grad():
             hidden = runner(batch)
         mask = batch.attention_mask.to(runner.device)
@@ -324,7 +316,7 @@ def extract(
             done = held.enter_context(sink.writing(header, legacy))
         todo = [i for i in range(len(shard_ranges)) if i not in done]
         results: list[dict[str, torch.Tensor]] = []
-        pad_id = _pad_id(tokenizer)
+        pad = pad_id(tokenizer)
         lengths = [len(t.input_ids) for t in tokens]
         total = sum(len(shard_ranges[i]) for i in todo)
         with tqdm(total=total, disable=not progress or total == 0, desc=f"extract[{backend}]", unit="text") as bar:
@@ -332,7 +324,7 @@ def extract(
                 with get_backend(backend)(model, tokenizer, adapter, layer_ids) as runner:
                     for i in todo:
                         shard = _run_shard(
-                            runner, tokens, lengths, shard_ranges[i], batch_size, pooling, pad_id, padding_side,
+                            runner, tokens, lengths, shard_ranges[i], batch_size, pooling, pad, padding_side,
                             dtype, bar,
                         )  # fmt: skip
                         if sink is not None:

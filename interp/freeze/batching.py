@@ -1,9 +1,10 @@
 """Tokenised texts -> padded causal-LM batches, and the summed next-token loss.
 
 Shared by the fine-tuning runner and the per-language loss. Texts are tokenised
-one by one with the tokenizer's special tokens (BOS), like extraction; a batch
-is right-padded, and the loss counts only real next-token targets, so it does
-not depend on how texts are batched. The loss is returned as a **sum** over
+one by one with the tokenizer's special tokens (BOS) by the same code as
+extraction (:mod:`interp.models.inputs`); a batch is right-padded, and the
+loss counts only real next-token targets, so it does not depend on how texts
+are batched. The loss is returned as a **sum** over
 target tokens plus the number of targets, so callers can normalise over any
 set of micro-batches (token-weighted gradient accumulation).
 """
@@ -14,45 +15,33 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["tokenize", "collate", "summed_nll"]
+from interp._validation import is_int
+from interp.models.inputs import Tokenized, collate, tokenize
+
+__all__ = ["tokenize_for_lm", "lm_batch", "summed_nll"]
 
 
-def tokenize(tokenizer, texts: list[str], max_length: int | None) -> list[list[int]]:
-    """Token ids of each text (special tokens added; truncated to ``max_length`` if given)."""
-    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2):
+def tokenize_for_lm(tokenizer, texts: list[str], max_length: int | None) -> list[Tokenized]:
+    """Each text's tokens (:func:`interp.models.inputs.tokenize`: special tokens added, truncated to ``max_length``).
+
+    Texts with no token are kept (and skipped by the callers with those of one token: no target).
+    """
+    if max_length is not None and (not is_int(max_length) or max_length < 2):
         raise ValueError(f"max_length must be None or an int >= 2 (a target needs 2 tokens), got {max_length!r}")
-    out = []
-    for text in texts:
-        enc = tokenizer(text, truncation=max_length is not None, max_length=max_length)
-        out.append(list(enc["input_ids"]))
-    return out
+    return tokenize(tokenizer, texts, max_length, allow_empty=True)
 
 
-def pad_id(tokenizer) -> int:
-    """Id used for padding (masked out everywhere, so any valid id would do)."""
-    for name in ("pad_token_id", "eos_token_id", "bos_token_id"):
-        value = getattr(tokenizer, name, None)
-        if value is not None:
-            return int(value)
-    return 0
-
-
-def collate(sequences: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ``input_ids`` and ``attention_mask``, both ``[B, T]`` int64."""
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[row, : len(seq)] = 1
-    return ids.to(device), mask.to(device)
+def lm_batch(tokens: list[Tokenized], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ``input_ids`` and ``attention_mask``, both ``[B, T]`` int64, on ``device``."""
+    batch = collate(tokens, list(range(len(tokens))), pad, "right")
+    return batch.input_ids.to(device), batch.attention_mask.to(device)
 
 
 def summed_nll(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, per_row: bool = False):
     """Summed next-token negative log-likelihood of a right-padded batch.
 
     Args:
-        ids, mask: ``[B, T]`` from :func:`collate`.
+        ids, mask: ``[B, T]`` from :func:`lm_batch`.
         per_row: also return the sum and target count per row.
 
     Returns:

@@ -41,8 +41,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from interp._validation import check_texts
-from interp.freeze.batching import collate, pad_id, summed_nll, tokenize
+from interp.freeze.batching import lm_batch, summed_nll, tokenize_for_lm
 from interp.freeze.spec import FreezeSpec, count_scalars, freeze
+from interp.models.inputs import pad_id
 
 __all__ = ["finetune", "FinetuneResult"]
 
@@ -167,8 +168,8 @@ def finetune(
     if max_grad_norm is not None and max_grad_norm <= 0:
         raise ValueError(f"max_grad_norm must be positive or None, got {max_grad_norm!r}")
     spec = FreezeSpec.coerce(freeze)
-    sequences = tokenize(tokenizer, texts, max_length)
-    usable = [s for s in sequences if len(s) >= 2]
+    sequences = tokenize_for_lm(tokenizer, texts, max_length)
+    usable = [s for s in sequences if len(s.input_ids) >= 2]
     if not usable:
         raise ValueError(
             "no training text has a next-token target: every text tokenises to fewer than 2 tokens; "
@@ -201,11 +202,11 @@ def finetune(
                     for group in opt.param_groups:
                         group["lr"] = rate
                     micro = [chosen[i : i + batch_size] for i in range(0, len(chosen), batch_size)]
-                    n_step = sum(len(usable[i]) - 1 for i in chosen)
+                    n_step = sum(len(usable[i].input_ids) - 1 for i in chosen)
                     opt.zero_grad(set_to_none=True)
                     step_loss = 0.0
                     for part in micro:
-                        ids, mask = collate([usable[i] for i in part], pad, device)
+                        ids, mask = lm_batch([usable[i] for i in part], pad, device)
                         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                             total, _ = summed_nll(target, ids, mask)
                         (total / n_step).backward()

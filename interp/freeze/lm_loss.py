@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 
 from interp._validation import check_texts
 from interp.data.corpus import ParallelCorpus
-from interp.freeze.batching import collate, pad_id, summed_nll, tokenize
+from interp.freeze.batching import lm_batch, summed_nll, tokenize_for_lm
+from interp.models.inputs import pad_id
 
 __all__ = ["language_loss"]
 
@@ -70,10 +71,11 @@ def language_loss(
     try:
         with torch.no_grad(), tqdm(total=total_texts, desc="lm loss", unit="text", disable=not progress) as bar:
             for lang, texts in texts_by_lang.items():
-                sequences = sorted((s for s in tokenize(tokenizer, texts, max_length) if len(s) >= 2), key=len)
+                tokens = [s for s in tokenize_for_lm(tokenizer, texts, max_length) if len(s.input_ids) >= 2]
+                sequences = sorted(tokens, key=lambda s: len(s.input_ids))
                 nll, count = 0.0, 0
                 for start in range(0, len(sequences), batch_size):
-                    ids, mask = collate(sequences[start : start + batch_size], pad, device)
+                    ids, mask = lm_batch(sequences[start : start + batch_size], pad, device)
                     total, n = summed_nll(model, ids, mask)
                     nll += float(total.double())
                     count += n

@@ -3,7 +3,7 @@
 A backend is a context manager built from ``(model, adapter, layers)``.
 Entering it makes whatever changes its library needs (hooks, a TransformerLens
 bridge, an nnsight envoy) inside :func:`interp.models.guard.preserved`;
-calling it on a :class:`~interp.extraction.batching.Batch` returns
+calling it on a :class:`~interp.models.inputs.Batch` returns
 ``{hidden_state_index: [B, T, D] tensor}`` for exactly the requested indices;
 leaving it undoes every change, also after an exception.
 
@@ -24,9 +24,9 @@ import contextlib
 import torch
 from torch import nn
 
-from interp.extraction.batching import Batch
 from interp.models.adapter import ModelAdapter
 from interp.models.guard import preserved
+from interp.models.inputs import Batch
 
 __all__ = ["Backend", "Recorder", "StopForward", "first_tensor", "input_device"]
 

@@ -1,4 +1,4 @@
-"""Tokenise once, then cut length-sorted, padded batches.
+"""Tokenise once, then cut length-sorted, padded batches: the one input path of extraction and fine-tuning.
 
 Texts are tokenised one by one exactly as a batch-1 loop would
 (``add_special_tokens=True``, so BOS is kept, no truncation unless asked).
@@ -9,7 +9,9 @@ Tokenised texts are grouped into batches of similar length (longest first,
 so an out-of-memory error shows up on the first batch rather than the last),
 and padded on the requested side. ``position_ids`` are computed from the
 attention mask, so left padding does not shift rotary positions: each real
-token gets the position it has when its text runs alone.
+token gets the position it has when its text runs alone. Fine-tuning and the
+per-language loss use the same tokenisation and right-padded batches
+(:mod:`interp.freeze.batching` adds the loss).
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Tokenized", "Batch", "tokenize", "plan_batches", "collate"]
+from interp._validation import is_int
+
+__all__ = ["Tokenized", "Batch", "tokenize", "plan_batches", "collate", "pad_id"]
 
 
 @dataclass(frozen=True)
@@ -40,8 +44,8 @@ class Batch:
     special_mask: torch.Tensor
 
 
-def tokenize(tokenizer, texts: list[str], max_length: int | None = None) -> list[Tokenized]:
-    """Tokenise each text alone; raise if a text yields no tokens."""
+def tokenize(tokenizer, texts: list[str], max_length: int | None = None, allow_empty: bool = False) -> list[Tokenized]:
+    """Tokenise each text alone; raise if a text yields no tokens (unless ``allow_empty``)."""
     special_ids = frozenset(getattr(tokenizer, "all_special_ids", None) or ())
     out = []
     for i, text in enumerate(texts):
@@ -54,7 +58,7 @@ def tokenize(tokenizer, texts: list[str], max_length: int | None = None) -> list
             return_attention_mask=False,
         )
         ids = list(enc["input_ids"])
-        if not ids:
+        if not ids and not allow_empty:
             raise ValueError(f"text {i} ({text[:40]!r}) tokenises to zero tokens; remove it or add special tokens")
         added = enc["special_tokens_mask"]
         out.append(Tokenized(ids, [int(bool(a) or tid in special_ids) for tid, a in zip(ids, added, strict=True)]))
@@ -85,3 +89,12 @@ def collate(tokens: list[Tokenized], rows: list[int], pad_id: int, padding_side:
         special[b, cols] = torch.tensor(tokens[r].special)
     position_ids = (attention.cumsum(dim=1) - 1).clamp(min=0)
     return Batch(rows, input_ids, attention, position_ids, special)
+
+
+def pad_id(tokenizer) -> int:
+    """The id used for padding: the pad, else eos, else bos token (any valid id: padding is masked out)."""
+    for attr in ("pad_token_id", "eos_token_id", "bos_token_id"):
+        value = getattr(tokenizer, attr, None)
+        if is_int(value):
+            return int(value)
+    return 0
