@@ -12,21 +12,20 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 
 import numpy as np
 import pytest
 import torch
 from conftest import require_udhr
+from ilo_reference import ref_scores
 
 import interp
 from interp.data import AlignmentError, load_parallel
 
 
 def reference_ilo(x: torch.Tensor, langs: list[str], k: int, t: int, compat: bool = False, layers=None) -> dict:
-    """{(layer, language): (bridge, reach_raw, reach, ilo)} by loops and sets."""
+    """{(layer, language): (bridge, reach_raw, reach, ilo)}: float64 neighbours (torch), scores by sets."""
     out = {}
-    names = list(dict.fromkeys(langs))
     for position, layer in enumerate(layers or range(x.shape[0])):
         v = x[position].double()
         norms = v.norm(dim=1, keepdim=True)
@@ -36,14 +35,8 @@ def reference_ilo(x: torch.Tensor, langs: list[str], k: int, t: int, compat: boo
             dist.fill_diagonal_(float("inf"))
         order = torch.argsort(dist, dim=1, stable=True)
         neighbours = order[:, 1 : k + 1] if compat else order[:, :k]
-        for lang in names:
-            points = [i for i, lab in enumerate(langs) if lab == lang]
-            foreign = [{langs[j] for j in neighbours[i].tolist()} - {lang} for i in points]
-            bridge = sum(len(f) >= t for f in foreign) / len(points)
-            reach_raw = len(set().union(*foreign))
-            reach = reach_raw / (len(names) - 1)
-            ilo = statistics.harmonic_mean([bridge, reach]) if bridge and reach else 0.0
-            out[(layer, lang)] = (bridge, reach_raw, reach, ilo)
+        for lang, scores in ref_scores(neighbours.tolist(), langs, t).items():
+            out[(layer, lang)] = scores
     return out
 
 
