@@ -15,6 +15,8 @@ its neighbours).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -22,7 +24,7 @@ import torch
 from interp._validation import as_float_tensor, is_int
 from interp.neighbors.exact import rerank
 
-__all__ = ["knn", "KNNStats", "DISTANCE_METRICS", "KNN_BACKENDS", "as_float_tensor"]
+__all__ = ["knn", "KNNStats", "collect_stats", "DISTANCE_METRICS", "KNN_BACKENDS", "as_float_tensor"]
 
 DISTANCE_METRICS = ("cosine", "euclidean")
 KNN_BACKENDS = ("auto", "torch", "triton", "faiss")
@@ -31,14 +33,29 @@ PRECISIONS = ("ieee", "tf32", "bf16")
 
 @dataclass
 class KNNStats:
-    """What the last :func:`knn` call did (``interp.neighbors.api.last_stats``)."""
+    """What one :func:`knn` call did: the stage-1 engine, candidates per query, rows re-ranked by brute force."""
 
     backend: str
     n_candidates: int
     fallback_rows: int
 
 
-last_stats: KNNStats | None = None
+_collectors: list[list[KNNStats]] = []  # the open `collect_stats` blocks
+
+
+@contextmanager
+def collect_stats() -> Iterator[list[KNNStats]]:
+    """Record a :class:`KNNStats` for every :func:`knn` call made inside the block (into the yielded list).
+
+    ``with collect_stats() as calls: interp.knn(X, 5)`` then ``calls[-1].backend``. Nothing is recorded
+    outside such a block.
+    """
+    calls: list[KNNStats] = []
+    _collectors.append(calls)
+    try:
+        yield calls
+    finally:
+        _collectors.remove(calls)
 
 
 def _auto_backend(device: torch.device, kc: int) -> str:
@@ -110,7 +127,6 @@ def knn(
         ``(indices, distances)``: ``[..., M, k]`` int64 and float32, each row
         sorted by (distance, index).
     """
-    global last_stats
     X = as_float_tensor("X", X)
     if metric not in DISTANCE_METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose 'cosine' or 'euclidean'")
@@ -177,6 +193,7 @@ def knn(
         out_i.append(idx)
         out_d.append(dist)
         fallback += n_fb
-    last_stats = KNNStats(chosen, kc, fallback)
+    for calls in _collectors:
+        calls.append(KNNStats(chosen, kc, fallback))
     indices, distances = torch.stack(out_i), torch.stack(out_d)
     return (indices, distances) if batched else (indices[0], distances[0])
