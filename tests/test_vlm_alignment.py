@@ -245,7 +245,7 @@ def test_bad_input_errors():
         alignment_table([a, a], masks, blocks=[0, 1, 2])
     with pytest.raises(ValueError, match="unknown metrics"):
         alignment_table([a, a], masks, metrics=["iou"])
-    with pytest.raises(ValueError, match=r"\[n_samples, n_layers, n_heads, grid_h, grid_w\]"):
+    with pytest.raises(ValueError, match=r"\[n_samples, n_blocks, n_heads, grid_h, grid_w\]"):
         alignment_table(torch.ones(4, 4), torch.ones(4, 4))
     with pytest.raises(ValueError, match="correct has 1 entries"):
         alignment_table([a, a], masks, correct=[True])
