@@ -283,7 +283,7 @@ def test_alignment_table_matches_references_and_head_mean():
     }
     for row in table.itertuples(index=False):
         i = "abcdef".index(row.sample)
-        a = attn[i][row.layer - 10].numpy()
+        a = attn[i][row.block - 10].numpy()
         x = a.mean(0) if row.head == "mean" else a[row.head]  # head mean: maps averaged first
         assert row.correct == correct[i]
         for name, ref in refs.items():
@@ -340,7 +340,7 @@ def test_block_curves_t_interval_vs_scipy():
     assert len(curves) == 4
     for row in curves.itertuples(index=False):
         want = row.group == "correct"
-        x = np.array([v for v, c in zip(values[row.layer], correct, strict=True) if c == want and not math.isnan(v)])
+        x = np.array([v for v, c in zip(values[row.block], correct, strict=True) if c == want and not math.isnan(v)])
         assert row.n == len(x)
         assert row.mean == pytest.approx(x.mean(), abs=1e-12)
         low, high = stats.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=stats.sem(x))
@@ -391,8 +391,8 @@ def test_block_curves_heads_and_other_split_column():
     curves = block_curves(table, ["mass", "cosine"], head="all", split="relation")
     assert len(curves) == 2 * 3 * 3 * 2  # metrics × layers × (2 heads + mean) × groups
     assert set(curves["group"]) == {"left", "on"}
-    row = curves[(curves.metric == "cosine") & (curves.layer == 2) & (curves["head"] == 1) & (curves.group == "on")]
-    x = table[(table.layer == 2) & (table["head"] == 1) & (table.relation == "on")]["cosine"]
+    row = curves[(curves.metric == "cosine") & (curves.block == 2) & (curves["head"] == 1) & (curves.group == "on")]
+    x = table[(table.block == 2) & (table["head"] == 1) & (table.relation == "on")]["cosine"]
     assert row["mean"].item() == pytest.approx(x.mean()) and row["n"].item() == 2
     with pytest.raises(ValueError, match="head 7 not in the table"):
         block_curves(table, head=7)
@@ -410,13 +410,13 @@ def test_correctness_auroc_vs_pairwise_and_sklearn():
     out = correctness_auroc(_table(values, correct))
     assert list(out.columns) == ["metric", "block", "head", "auroc", "n_correct", "n_incorrect"]
     for row in out.itertuples(index=False):
-        keep = [(v, c) for v, c in zip(values[row.layer], correct, strict=True) if not math.isnan(v)]
+        keep = [(v, c) for v, c in zip(values[row.block], correct, strict=True) if not math.isnan(v)]
         ref = ref_auroc_pairs([v for v, _ in keep], [c for _, c in keep])
         assert row.auroc == pytest.approx(ref, abs=1e-12)
         assert (row.n_correct, row.n_incorrect) == (sum(c for _, c in keep), sum(not c for _, c in keep))
-    assert out.loc[out.layer == 2, "auroc"].item() == 0.5
+    assert out.loc[out.block == 2, "auroc"].item() == 0.5
     metrics = pytest.importorskip("sklearn.metrics")
-    assert out.loc[out.layer == 0, "auroc"].item() == pytest.approx(metrics.roc_auc_score(correct, values[0]))
+    assert out.loc[out.block == 0, "auroc"].item() == pytest.approx(metrics.roc_auc_score(correct, values[0]))
     one_class = correctness_auroc(_table({0: [0.1, 0.2]}, [True, True]))
     assert math.isnan(one_class["auroc"].item()) and one_class["n_incorrect"].item() == 0
 
@@ -428,7 +428,7 @@ def test_correctness_auroc_all_heads_from_alignment_table():
     out = correctness_auroc(table, "auroc", head="all")
     assert len(out) == 3 * 3
     for row in out.itertuples(index=False):
-        cell = table[(table.layer == row.layer) & (table["head"] == row.head)].sort_values("sample")
+        cell = table[(table.block == row.block) & (table["head"] == row.head)].sort_values("sample")
         ref = ref_auroc_pairs(cell["auroc"].tolist(), cell["correct"].tolist())
         assert _close(row.auroc, ref)
     with pytest.raises(ValueError, match="lacks columns"):
