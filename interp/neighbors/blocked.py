@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from interp.neighbors.cpu_gemm import BlockGemm
+from interp.neighbors.cpu_gemm import ONEDNN_COPY_BYTES, BlockGemm
 
 __all__ = ["blocked_candidates"]
 
@@ -172,10 +172,11 @@ def _symmetric(p, p2, kc, exclude_self, block):
     n = p.shape[0]
     starts = list(range(0, n, block))
     order = cluster_order(p if p2 is None else p / p.norm(dim=1, keepdim=True).clamp_min(1e-30), len(starts))
-    p = p[order]
     p2 = None if p2 is None else p2[order]
     best = [RunningTopK(min(block, n - i0), kc, p.device) for i0 in starts]
-    gemm = BlockGemm([p[i0 : i0 + block] for i0 in starts])
+    # the reordered blocks, gathered one at a time (a generator): with oneDNN each is converted as it
+    # is gathered, so the points exist once more in total, as without oneDNN, not twice
+    gemm = BlockGemm(p[order[i0 : i0 + block]] for i0 in starts)
     pairs = [(a, a) for a in range(len(starts))] + [
         (a, b) for a in range(len(starts)) for b in range(a + 1, len(starts))
     ]  # diagonal blocks first: each row gets a tight threshold early
@@ -201,7 +202,9 @@ def _rectangular(q, p, p2, kc, exclude_self, block):
     m, n = q.shape[0], p.shape[0]
     out_v, out_i = [], []
     q_starts, p_starts = range(0, m, block), range(0, n, block)
-    gemm = BlockGemm([q[i0 : i0 + block] for i0 in q_starts], [p[j0 : j0 + block] for j0 in p_starts])
+    # oneDNN needs its own copy of q and p here (their blocks are views of the caller's tensors): only within a budget
+    library = None if (q.numel() + p.numel()) * q.element_size() <= ONEDNN_COPY_BYTES else "torch"
+    gemm = BlockGemm([q[i0 : i0 + block] for i0 in q_starts], [p[j0 : j0 + block] for j0 in p_starts], library)
     for a, i0 in enumerate(q_starts):
         rows = q[i0 : i0 + block]
         best = RunningTopK(rows.shape[0], kc, q.device)

@@ -18,33 +18,46 @@ order), and stage 2 makes the neighbours exact and the same whichever ran.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable
+
 import torch
 import torch.nn.functional as F
 
-__all__ = ["BlockGemm"]
+__all__ = ["BlockGemm", "ONEDNN_COPY_BYTES"]
+
+#: largest extra copy (bytes) the rectangular search makes for oneDNN; above it, torch's matmul
+ONEDNN_COPY_BYTES = 256 * 2**20
 
 
 class BlockGemm:
     """Products of row blocks: ``gemm(i, j)`` is ``left[i] @ right[j].T``, a dense float32 tensor.
 
     Args:
-        left: ``[r_i, D]`` float32 blocks; right: ``[c_j, D]`` blocks (default: ``left``, for
-            self-search, converted once).
+        left: ``[r_i, D]`` float32 blocks (any iterable: a generator that gathers them one at a
+            time keeps at most one dense block alive while they are converted); right: ``[c_j, D]``
+            blocks (default: ``left``, for self-search, converted once).
         library: ``"onednn"`` or ``"torch"`` (its dense matmul: MKL on a CPU, cuBLAS on a
             GPU); default: oneDNN on a CPU where torch has it, else torch.
     """
 
-    def __init__(self, left: list[torch.Tensor], right: list[torch.Tensor] | None = None, library: str | None = None):
+    def __init__(
+        self, left: Iterable[torch.Tensor], right: Iterable[torch.Tensor] | None = None, library: str | None = None
+    ):
+        left = iter(left)
+        first = next(left)
+        left = itertools.chain([first], left)
         if library is None:
-            on_cpu = left[0].device.type == "cpu"
+            on_cpu = first.device.type == "cpu"
             library = "onednn" if on_cpu and torch.backends.mkldnn.is_available() else "torch"
         if library not in ("onednn", "torch"):
             raise ValueError(f"library must be 'onednn' or 'torch', got {library!r}")
         self.library = library
-        if library == "onednn":
-            left = [block.contiguous().to_mkldnn() for block in left]
-            right = None if right is None else [block.contiguous().to_mkldnn() for block in right]
-        self.left, self.right = left, left if right is None else right
+        self.left = [self._convert(block) for block in left]
+        self.right = self.left if right is None else [self._convert(block) for block in right]
+
+    def _convert(self, block: torch.Tensor) -> torch.Tensor:
+        return block.contiguous().to_mkldnn() if self.library == "onednn" else block
 
     def __call__(self, i: int, j: int) -> torch.Tensor:
         if self.library == "onednn":
