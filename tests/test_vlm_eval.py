@@ -18,14 +18,13 @@ import pytest
 from sklearn.metrics import f1_score
 
 from interp.vlm.datasets import (
-    ADAPTVIS_PRESETS,
     VSR_PROMPT,
     load_spatial,
     load_vsr_judge,
     official_split,
     parse_options,
-    preset,
 )
+from interp.vlm.presets import ADAPTVIS_PRESETS, preset
 from interp.vlm.scoring import (
     official_correct,
     official_yes_no,

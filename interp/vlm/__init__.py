@@ -4,7 +4,8 @@ Data flow: :mod:`.geometry` (image tokens <-> patches <-> pixels, box masks) ->
 :mod:`.attention` (row-wise probes beside the model's SDPA kernel) -> :mod:`.trace`
 (``trace_image_attention``) and :mod:`.intervene` / :mod:`.adaptvis` (α-scaling of
 image-attention logits) -> :mod:`.alignment` (attention-to-box metrics) ->
-:mod:`.plot`; :mod:`.datasets` / :mod:`.scoring` load and score WhatsUp / VSR, and
+:mod:`.plot`; :mod:`.presets` holds the official α / threshold per dataset; :mod:`.datasets` /
+:mod:`.scoring` load and score WhatsUp / VSR, and
 :mod:`.scenes` draws synthetic scenes with known boxes.
 """
 
@@ -22,22 +23,19 @@ from interp.vlm.alignment import (
     pointing_game,
 )
 from interp.vlm.datasets import (
-    ADAPTVIS_PRESETS,
-    DATASET_NAMES,
     VSR_OFFICIAL_RESIZE,
     VSR_PROMPT,
-    AdaptVisPreset,
     SpatialDataset,
     SpatialSample,
     load_spatial,
     load_vsr_judge,
     official_split,
     parse_options,
-    preset,
 )
 from interp.vlm.geometry import ImageGeometry, box_mask, image_token_id, image_token_spans
 from interp.vlm.intervene import scale_image_attention
 from interp.vlm.plot import plot_alignment_curves, plot_head_grid, plot_image_attention
+from interp.vlm.presets import ADAPTVIS_PRESETS, DATASET_NAMES, AdaptVisPreset, preset
 from interp.vlm.scenes import SyntheticScene, synthetic_scene, synthetic_scenes
 from interp.vlm.scoring import (
     SpatialScores,

@@ -1,4 +1,4 @@
-"""WhatsUp / VSR spatial-reasoning prompts, their images, the official split and presets.
+"""WhatsUp / VSR spatial-reasoning prompts, their images and the official split (presets: :mod:`.presets`).
 
 The AdaptVis prompt files (``prompts/*.jsonl`` in shiqichen17/AdaptVis) hold one
 ``{"id", "question", "answer"}`` row per line; the question is the full prompt,
@@ -44,11 +44,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from interp.data.jsonl import iter_jsonl_objects
+from interp.vlm.presets import DATASET_NAMES, AdaptVisPreset, canonical_dataset_name, preset
 
 __all__ = [
-    "ADAPTVIS_PRESETS",
-    "AdaptVisPreset",
-    "DATASET_NAMES",
     "SpatialDataset",
     "SpatialSample",
     "VSR_OFFICIAL_RESIZE",
@@ -57,19 +55,8 @@ __all__ = [
     "load_vsr_judge",
     "official_split",
     "parse_options",
-    "preset",
 ]
 
-DATASET_NAMES = (
-    "Controlled_Images_A",
-    "Controlled_Images_B",
-    "COCO_QA_one_obj",
-    "COCO_QA_two_obj",
-    "VG_QA_one_obj",
-    "VG_QA_two_obj",
-    "VSR",
-)
-_ALIASES = {"controlled_a": "Controlled_Images_A", "controlled_b": "Controlled_Images_B"}
 _IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 IMAGE_TOKEN = "<image>"
 #: Official VSR yes/no prompt (``get_judge_scores_vsr_batched``); ``{caption}`` is the VSR caption.
@@ -79,53 +66,6 @@ VSR_PROMPT = (
 )
 #: The official VSR loader stretches every image to this (width, height) before the processor.
 VSR_OFFICIAL_RESIZE = (2300, 4096)
-
-
-# ----------------------------------------------------------------------------------------- presets
-@dataclass(frozen=True)
-class AdaptVisPreset:
-    """Official LLaVA-1.5 hyper-parameters of one dataset.
-
-    ``alpha`` is the ScalingVis temperature; AdaptVis uses ``alpha_low`` when the
-    first-token confidence is ``< threshold`` and ``alpha_high`` otherwise. ``None``
-    where the source lists no value. Source: the later upstream ``run.sh`` of
-    shiqichen17/AdaptVis (reference adaptvis.md §3); LLaVA-1.6 values were never released.
-    That run.sh also has a second "Controlled_B: 0.5 / 1.2 / 0.64" line (a duplicate key,
-    perhaps meant for VSR -- unconfirmed), which is not used here.
-    """
-
-    dataset: str
-    alpha: float | None
-    alpha_low: float | None
-    alpha_high: float | None
-    threshold: float | None
-
-
-ADAPTVIS_PRESETS: dict[str, AdaptVisPreset] = {
-    p.dataset: p
-    for p in (
-        AdaptVisPreset("Controlled_Images_A", 0.8, 0.5, 1.5, 0.4),
-        AdaptVisPreset("Controlled_Images_B", 0.8, 0.5, 1.5, 0.35),
-        AdaptVisPreset("COCO_QA_one_obj", 1.2, 0.5, 1.2, 0.3),
-        AdaptVisPreset("COCO_QA_two_obj", 1.2, 0.5, 1.2, 0.3),
-        AdaptVisPreset("VG_QA_one_obj", 2.0, 0.5, 2.0, 0.2),
-        AdaptVisPreset("VG_QA_two_obj", 2.0, 0.5, 2.0, 0.2),
-        AdaptVisPreset("VSR", 0.5, None, None, None),  # AdaptVis values for VSR are not listed
-    )
-}
-"""Official per-dataset presets (LLaVA-1.5), keyed by dataset name; see :class:`AdaptVisPreset`."""
-
-
-def _canonical(name: str) -> str:
-    return _ALIASES.get(name.lower(), name)
-
-
-def preset(dataset: str) -> AdaptVisPreset:
-    """The official :class:`AdaptVisPreset` of ``dataset`` (also accepts ``Controlled_A``/``Controlled_B``)."""
-    key = _canonical(dataset)
-    if key not in ADAPTVIS_PRESETS:
-        raise KeyError(f"no official preset for dataset {dataset!r}; known: {list(ADAPTVIS_PRESETS)}")
-    return ADAPTVIS_PRESETS[key]
 
 
 # ------------------------------------------------------------------------------------------ split
@@ -248,7 +188,7 @@ class SpatialDataset:
 def _dataset_name(path: Path) -> str:
     stem = path.name.split(".")[0]
     name = re.split(r"_with_answer", stem)[0]
-    return _canonical(name)
+    return canonical_dataset_name(name)
 
 
 def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
@@ -347,7 +287,7 @@ def load_spatial(
         image_root: folder the annotation JSON's image paths are relative to.
     """
     path = Path(prompts)
-    name = _canonical(dataset_name) if dataset_name else _dataset_name(path)
+    name = canonical_dataset_name(dataset_name) if dataset_name else _dataset_name(path)
     rows = _read_jsonl(path)
     samples = []
     for index, (lineno, row) in enumerate(rows):
