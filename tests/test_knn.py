@@ -356,5 +356,13 @@ def test_block_gemm_libraries_stay_within_the_float32_bound(library):
         assert ((got.double() - exact).abs() <= bound).all()
     exact = rows[0].double() @ blocks[0].double().T
     assert torch.allclose(other(0, 0).double(), exact, rtol=0, atol=1e-4)
+    points = torch.randn(70, 96, generator=g)
+    picks = [torch.randperm(70, generator=g)[:33], torch.tensor([69, 0, 5])]  # uneven blocks, one reused buffer
+    gathered = BlockGemm.gathered(points, picks, library=library)
+    for i in range(2):
+        for j in range(2):
+            a, b = points[picks[i]].double(), points[picks[j]].double()
+            bound = (96 + 4) * 2.0**-24 * (a.norm(dim=1)[:, None] * b.norm(dim=1)[None, :])
+            assert ((gathered(i, j).double() - a @ b.T).abs() <= bound).all(), (i, j)
     with pytest.raises(ValueError, match="library must be"):
         BlockGemm(blocks, library="mkl")

@@ -174,9 +174,7 @@ def _symmetric(p, p2, kc, exclude_self, block):
     order = cluster_order(p if p2 is None else p / p.norm(dim=1, keepdim=True).clamp_min(1e-30), len(starts))
     p2 = None if p2 is None else p2[order]
     best = [RunningTopK(min(block, n - i0), kc, p.device) for i0 in starts]
-    # the reordered blocks, gathered one at a time (a generator): with oneDNN each is converted as it
-    # is gathered, so the points exist once more in total, as without oneDNN, not twice
-    gemm = BlockGemm(p[order[i0 : i0 + block]] for i0 in starts)
+    gemm = BlockGemm.gathered(p, [order[i0 : i0 + block] for i0 in starts])  # no reordered copy of p
     pairs = [(a, a) for a in range(len(starts))] + [
         (a, b) for a in range(len(starts)) for b in range(a + 1, len(starts))
     ]  # diagonal blocks first: each row gets a tight threshold early

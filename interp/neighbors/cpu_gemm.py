@@ -18,9 +18,6 @@ order), and stage 2 makes the neighbours exact and the same whichever ran.
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterable
-
 import torch
 import torch.nn.functional as F
 
@@ -34,30 +31,51 @@ class BlockGemm:
     """Products of row blocks: ``gemm(i, j)`` is ``left[i] @ right[j].T``, a dense float32 tensor.
 
     Args:
-        left: ``[r_i, D]`` float32 blocks (any iterable: a generator that gathers them one at a
-            time keeps at most one dense block alive while they are converted); right: ``[c_j, D]``
-            blocks (default: ``left``, for self-search, converted once).
+        left: ``[r_i, D]`` float32 blocks; right: ``[c_j, D]`` blocks (default: ``left``, for
+            self-search, converted once).
         library: ``"onednn"`` or ``"torch"`` (its dense matmul: MKL on a CPU, cuBLAS on a
             GPU); default: oneDNN on a CPU where torch has it, else torch.
+
+    :meth:`gathered` builds the blocks from row indices without a reordered copy of the points.
     """
 
-    def __init__(
-        self, left: Iterable[torch.Tensor], right: Iterable[torch.Tensor] | None = None, library: str | None = None
-    ):
-        left = iter(left)
-        first = next(left)
-        left = itertools.chain([first], left)
-        if library is None:
-            on_cpu = first.device.type == "cpu"
-            library = "onednn" if on_cpu and torch.backends.mkldnn.is_available() else "torch"
-        if library not in ("onednn", "torch"):
-            raise ValueError(f"library must be 'onednn' or 'torch', got {library!r}")
-        self.library = library
+    def __init__(self, left: list[torch.Tensor], right: list[torch.Tensor] | None = None, library: str | None = None):
+        self.library = self.choose(left[0], library)
         self.left = [self._convert(block) for block in left]
         self.right = self.left if right is None else [self._convert(block) for block in right]
 
+    @classmethod
+    def gathered(cls, points: torch.Tensor, rows: list[torch.Tensor], library: str | None = None) -> BlockGemm:
+        """Self-search blocks ``points[rows[i]]``.
+
+        For oneDNN every block is gathered into one reused buffer and converted from there, so
+        the only extra copy of the points is oneDNN's (a reordered dense copy would be a second).
+        """
+        library = cls.choose(points, library)
+        if library == "torch":
+            return cls([points[r] for r in rows], library="torch")
+        buffer = points.new_empty((max(len(r) for r in rows), points.shape[1]))
+        blocks = []
+        for r in rows:
+            part = buffer[: len(r)]
+            torch.index_select(points, 0, r, out=part)
+            blocks.append(part.to_mkldnn())
+        return cls(blocks, library="onednn")
+
+    @staticmethod
+    def choose(example: torch.Tensor, library: str | None) -> str:
+        """``library``, or the default for tensors like ``example``; a clear error for unknown names."""
+        if library is None:
+            on_cpu = example.device.type == "cpu"
+            return "onednn" if on_cpu and torch.backends.mkldnn.is_available() else "torch"
+        if library not in ("onednn", "torch"):
+            raise ValueError(f"library must be 'onednn' or 'torch', got {library!r}")
+        return library
+
     def _convert(self, block: torch.Tensor) -> torch.Tensor:
-        return block.contiguous().to_mkldnn() if self.library == "onednn" else block
+        if self.library == "onednn" and not block.is_mkldnn:
+            return block.contiguous().to_mkldnn()
+        return block
 
     def __call__(self, i: int, j: int) -> torch.Tensor:
         if self.library == "onednn":
