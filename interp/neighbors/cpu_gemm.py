@@ -23,7 +23,8 @@ import torch.nn.functional as F
 
 __all__ = ["BlockGemm", "ONEDNN_COPY_BYTES"]
 
-#: largest extra copy (bytes) the rectangular search makes for oneDNN; above it, torch's matmul
+#: the rectangular search (queries against points) uses oneDNN only while its copy of both is at most
+#: this many bytes: there torch's matmul works on views and needs no copy at all
 ONEDNN_COPY_BYTES = 256 * 2**20
 
 
@@ -49,7 +50,8 @@ class BlockGemm:
         """Self-search blocks ``points[rows[i]]``.
 
         For oneDNN every block is gathered into one reused buffer and converted from there, so
-        the only extra copy of the points is oneDNN's (a reordered dense copy would be a second).
+        the only extra copy of the points is oneDNN's (a reordered dense copy would be a second;
+        with torch's matmul the gathered dense blocks are that one copy).
         """
         library = cls.choose(points, library)
         if library == "torch":
