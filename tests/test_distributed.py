@@ -253,9 +253,9 @@ def test_backend_follows_the_requested_device(monkeypatch):
     assert resolve_backend("auto", "cpu") == "gloo"  # --device cpu on a GPU node stays on gloo
     assert resolve_backend("auto", "cuda") == "nccl" and resolve_backend("auto", "cuda:0") == "nccl"
     assert resolve_backend("auto", "auto") == "nccl" and resolve_backend("gloo", "auto") == "gloo"
-    with pytest.raises(ValueError, match="backend 'nccl' does not fit device 'cpu'"):
+    with pytest.raises(ValueError, match="dist_backend 'nccl' does not fit device 'cpu'"):
         resolve_backend("nccl", "cpu")
-    with pytest.raises(ValueError, match="unknown backend 'mpi'"):
+    with pytest.raises(ValueError, match="unknown dist_backend 'mpi'"):
         resolve_backend("mpi", "cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_backend("auto", "auto") == "gloo"
