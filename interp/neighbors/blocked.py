@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from interp.neighbors.cpu_gemm import ONEDNN_COPY_BYTES, BlockGemm
+from interp.neighbors.cpu_gemm import BlockGemm
 
 __all__ = ["blocked_candidates"]
 
@@ -200,9 +200,7 @@ def _rectangular(q, p, p2, kc, exclude_self, block):
     m, n = q.shape[0], p.shape[0]
     out_v, out_i = [], []
     q_starts, p_starts = range(0, m, block), range(0, n, block)
-    # oneDNN needs its own copy of q and p here (their blocks are views of the caller's tensors): only within a budget
-    library = None if (q.numel() + p.numel()) * q.element_size() <= ONEDNN_COPY_BYTES else "torch"
-    gemm = BlockGemm([q[i0 : i0 + block] for i0 in q_starts], [p[j0 : j0 + block] for j0 in p_starts], library)
+    gemm = BlockGemm([q[i0 : i0 + block] for i0 in q_starts], [p[j0 : j0 + block] for j0 in p_starts])
     for a, i0 in enumerate(q_starts):
         rows = q[i0 : i0 + block]
         best = RunningTopK(rows.shape[0], kc, q.device)

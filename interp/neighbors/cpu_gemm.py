@@ -23,8 +23,8 @@ import torch.nn.functional as F
 
 __all__ = ["BlockGemm", "ONEDNN_COPY_BYTES"]
 
-#: the rectangular search (queries against points) uses oneDNN only while its copy of both is at most
-#: this many bytes: there torch's matmul works on views and needs no copy at all
+#: blocks given dense (views of the caller's tensors) are multiplied with oneDNN only while its copy of them
+#: is at most this many bytes; torch's matmul works on the views and needs no copy at all
 ONEDNN_COPY_BYTES = 256 * 2**20
 
 
@@ -41,6 +41,10 @@ class BlockGemm:
     """
 
     def __init__(self, left: list[torch.Tensor], right: list[torch.Tensor] | None = None, library: str | None = None):
+        if library is None:  # oneDNN copies dense blocks: only while that copy is small
+            dense = [b for b in left + (right or []) if not b.is_mkldnn]
+            if sum(b.numel() * b.element_size() for b in dense) > ONEDNN_COPY_BYTES:
+                library = "torch"
         self.library = self.choose(left[0], library)
         self.left = [self._convert(block) for block in left]
         self.right = self.left if right is None else [self._convert(block) for block in right]
