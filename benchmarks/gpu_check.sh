@@ -5,6 +5,6 @@
 set -euo pipefail
 PY=${1:-python}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-TRITON_INTERPRET=0 HF_HUB_OFFLINE=1 "$PY" -m pytest -q -p no:cacheprovider tests/test_knn.py -k cuda
+TRITON_INTERPRET=0 HF_HUB_OFFLINE=1 "$PY" -m pytest -q -p no:cacheprovider tests/neighbors/test_knn.py -k cuda
 "$PY" benchmarks/knn.py --case single --device cuda
 "$PY" benchmarks/knn.py --case batched --device cuda

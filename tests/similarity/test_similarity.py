@@ -410,7 +410,7 @@ def test_cka_gram_route_memory_is_the_grams():
     """8 layers × N = 1500: the Grams are 137 MiB; the peak-RSS rise must stay under 2× that (per-pair
     products of flattened Grams, [pairs, N²], would add ~2 GB)."""
     result = subprocess.run([sys.executable, "-c", GRAM_MEMORY_PROBE], capture_output=True, text=True, check=True,
-                            cwd=Path(__file__).resolve().parents[1])  # fmt: skip
+                            cwd=Path(__file__).resolve().parents[2])  # fmt: skip
     grams = 8 * 1500 * 1500 * 8
     assert int(result.stdout.split()[-1]) < 2 * grams
 

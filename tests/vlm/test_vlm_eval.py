@@ -37,7 +37,7 @@ from interp.vlm.scoring import (
     yes_no_metrics,
 )
 
-PROMPTS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "whatsup_prompts"
+PROMPTS = Path(__file__).resolve().parents[3] / "shared" / "data" / "whatsup_prompts"
 FILES = {
     "Controlled_Images_A": "Controlled_Images_A_with_answer_four_options.jsonl",
     "Controlled_Images_B": "Controlled_Images_B_with_answer_four_options.jsonl",

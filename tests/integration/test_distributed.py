@@ -1,7 +1,7 @@
 """Sharded kNN and ILO over gloo processes on CPU; extraction through an accelerate device_map.
 
 The multi-process runs start plain ``python`` processes with the environment
-``torchrun`` would give them (``tests/distributed_worker.py``), so
+``torchrun`` would give them (``tests/integration/distributed_worker.py``), so
 ``interp.launch.init_distributed`` is exercised too. Each launch checks
 several things at once (process start-up dominates the cost). Acceptance:
 the sharded results equal the single-process ones bit for bit (uneven and

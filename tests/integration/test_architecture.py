@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1] / "interp"
+ROOT = Path(__file__).resolve().parents[2] / "interp"
 ENTRY_POINTS = {"interp", "interp.__main__"}
 
 

@@ -236,7 +236,7 @@ def test_bad_input(args, kwargs, error, message):
 
 # ---------------------------------------------------------------- CUDA (runs only on a GPU machine)
 # The tests above run Triton in the CPU interpreter. On a CUDA machine run the compiled kernel with
-#   TRITON_INTERPRET=0 python -m pytest -q tests/test_knn.py -k cuda
+#   TRITON_INTERPRET=0 python -m pytest -q tests/neighbors/test_knn.py -k cuda
 CUDA = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") == "0"
 
 

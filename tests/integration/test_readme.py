@@ -15,7 +15,7 @@ import matplotlib
 import pytest
 import torch
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 SHAPE_COMMENT = re.compile(r"^(?P<code>\S.*?)\s+#\s*(?:torch\.Size\()?\[(?P<dims>\d+(?:,\s*\d+)*)\]\)?(?P<each> each)?")
 
 

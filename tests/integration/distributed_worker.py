@@ -1,4 +1,4 @@
-"""One rank of a gloo job for tests/test_distributed.py (started like ``torchrun`` would).
+"""One rank of a gloo job for tests/integration/test_distributed.py (started like ``torchrun`` would).
 
 usage: RANK=r WORLD_SIZE=P MASTER_ADDR=127.0.0.1 MASTER_PORT=port python distributed_worker.py MODE CASE OUT
 
