@@ -8,9 +8,12 @@ Three layers, each importing only the one before it:
   image-attention logits; :mod:`.presets` holds the official α / threshold per dataset);
 * **alignment** (:mod:`.alignment`): attention-to-box metrics of one map, then the tidy
   per-sample × block × head table and its aggregates;
-* **eval** (:mod:`.eval`): WhatsUp / VSR loading and scoring, synthetic scenes with known boxes.
+* **eval** (:mod:`.eval`): WhatsUp / VSR loading and scoring, synthetic scenes with known boxes,
+  and a toy LLaVA trained on them from scratch (``spatial_vlm``) whose attention means something.
 
-:mod:`.plot` draws traces and alignment curves.
+:mod:`.plot` draws traces (head grids that scale, overlays that keep the image visible) and
+alignment figures with chance levels; :mod:`.explorer` is an optional Jupyter explorer
+(``ipywidgets``) over blocks, heads and query tokens.
 """
 
 from interp._validation import renamed_attribute
@@ -20,6 +23,7 @@ from interp.vlm.alignment import (
     alignment_table,
     attention_mass,
     block_curves,
+    chance_level,
     correctness_auroc,
     cosine_overlap,
     layer_curves,
@@ -27,12 +31,19 @@ from interp.vlm.alignment import (
     pointing_game,
 )
 from interp.vlm.eval import (
+    COLORS,
+    HELD_OUT_OBJECTS,
+    SHAPES,
+    SPATIAL_VARIANTS,
+    SPLITS,
     VSR_OFFICIAL_RESIZE,
     VSR_PROMPT,
     SpatialDataset,
     SpatialSample,
     SpatialScores,
+    SpatialVLMConfig,
     SyntheticScene,
+    answer_scenes,
     load_spatial,
     load_vsr_judge,
     official_correct,
@@ -40,23 +51,55 @@ from interp.vlm.eval import (
     official_yes_no,
     pair_set_accuracy,
     parse_options,
+    position_question,
+    relation_prompt,
     robust_correct,
     robust_prediction,
     robust_yes_no,
     score_vsr,
     score_whatsup,
+    spatial_scene,
+    spatial_scenes,
+    spatial_vlm,
     synthetic_scene,
     synthetic_scenes,
     yes_no_metrics,
 )
+from interp.vlm.explorer import explore_attention, explorer_frame
 from interp.vlm.geometry import ImageGeometry, box_mask, image_token_id, image_token_spans
 from interp.vlm.intervene import scale_image_attention
-from interp.vlm.plot import plot_alignment_curves, plot_head_grid, plot_image_attention
+from interp.vlm.plot import (
+    plot_alignment_curves,
+    plot_correctness_auroc,
+    plot_head_grid,
+    plot_head_summary,
+    plot_image_attention,
+    plot_query_alignment,
+)
 from interp.vlm.presets import ADAPTVIS_PRESETS, DATASET_NAMES, AdaptVisPreset, preset
-from interp.vlm.trace import ImageAttention, trace_image_attention
+from interp.vlm.trace import ImageAttention, trace_image_attention, trace_query_tokens
 
 __all__ = [
     "ADAPTVIS_PRESETS",
+    "COLORS",
+    "HELD_OUT_OBJECTS",
+    "SHAPES",
+    "SPATIAL_VARIANTS",
+    "SPLITS",
+    "SpatialVLMConfig",
+    "answer_scenes",
+    "chance_level",
+    "explore_attention",
+    "explorer_frame",
+    "plot_correctness_auroc",
+    "plot_head_summary",
+    "plot_query_alignment",
+    "position_question",
+    "relation_prompt",
+    "spatial_scene",
+    "spatial_scenes",
+    "spatial_vlm",
+    "trace_query_tokens",
     "DATASET_NAMES",
     "ALIGNMENT_METRICS",
     "VSR_OFFICIAL_RESIZE",

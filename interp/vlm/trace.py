@@ -31,7 +31,14 @@ from interp.vlm.attention import RowProbe, attention_modules, probing
 from interp.vlm.checks import check_alpha
 from interp.vlm.geometry import Box, ImageGeometry, box_mask, image_token_id, image_token_spans
 
-__all__ = ["ImageAttention", "trace_image_attention", "resolve_blocks", "prepare_batch", "prepare_inputs"]
+__all__ = [
+    "ImageAttention",
+    "trace_image_attention",
+    "trace_query_tokens",
+    "resolve_blocks",
+    "prepare_batch",
+    "prepare_inputs",
+]
 
 
 @dataclass
@@ -48,6 +55,7 @@ class ImageAttention:
         geometries: per sample, how its image maps to the grid (for boxes).
         query_positions: per sample, the traced row's index in its prompt tokens.
         prompts: the prompts, as given.
+        query_tokens: per sample, the query token's string (``None`` if not recorded).
     """
 
     patches: torch.Tensor
@@ -56,6 +64,7 @@ class ImageAttention:
     geometries: list[ImageGeometry]
     query_positions: list[int]
     prompts: list[str]
+    query_tokens: list[str] | None = None
 
     def __len__(self) -> int:
         return self.patches.shape[0]
@@ -256,7 +265,7 @@ def trace_image_attention(
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     token_id = image_token_id(model)
-    patches, shares, geometries, positions = [], [], [], []
+    patches, shares, geometries, positions, tokens = [], [], [], [], []
     batches = [range(i, min(i + batch_size, len(prompts))) for i in range(0, len(prompts), batch_size)]
     for batch in tqdm(batches, desc="trace", disable=not progress):
         inputs, geos, spans = prepare_batch(model, processor, [images[i] for i in batch], [prompts[i] for i in batch])
@@ -274,6 +283,62 @@ def trace_image_attention(
             shares.append(row[:, :, start:end].sum(-1).cpu())
             geometries.append(geometry)
             positions.append(column - int(pads[j]))
+            tokens.append(_token_string(processor, int(inputs["input_ids"][j, column])))
     if len({p.shape for p in patches}) != 1:
         raise ValueError("samples have different patch grids; trace them separately")
-    return ImageAttention(torch.stack(patches), torch.stack(shares), blocks, geometries, positions, prompts)
+    return ImageAttention(torch.stack(patches), torch.stack(shares), blocks, geometries, positions, prompts, tokens)
+
+
+def _token_string(processor, token_id: int) -> str:
+    tokenizer = getattr(processor, "tokenizer", processor)
+    return str(tokenizer.convert_ids_to_tokens(token_id))
+
+
+def trace_query_tokens(
+    model: nn.Module,
+    processor,
+    image,
+    prompt: str,
+    queries: str | Sequence[int] = "text",
+    blocks: str | int | Sequence[int] = "all",
+) -> ImageAttention:
+    """Trace the attention of many query tokens of one prompt to the image patches, in one forward pass.
+
+    The result is an :class:`ImageAttention` whose *samples are the query tokens*: ``patches
+    [n_queries, n_blocks, n_heads, grid_h, grid_w]``, ``query_positions`` the tokens' indices in the
+    processed prompt and ``query_tokens`` their strings (for axis labels), the geometry repeated.
+    Every alignment function accepts it as it is (one box mask per query: ``[mask] * n_queries``).
+
+    Args:
+        model, processor, image, prompt: one (image, prompt) pair (one ``<image>`` in the prompt).
+        queries: ``"text"`` (every token after the image, the default), ``"all"`` (every token that
+            is not an image token), or token indices into the processed prompt (negative count from
+            the end).
+        blocks: ``"all"`` or decoder-block indices.
+    """
+    blocks = resolve_blocks(model, blocks)
+    inputs, geometry, (start, end) = prepare_inputs(model, processor, image, prompt)
+    n = inputs["input_ids"].shape[1]
+    if isinstance(queries, str):
+        if queries not in ("text", "all"):
+            raise ValueError(f'queries must be "text", "all" or token indices, got {queries!r}')
+        rows = list(range(end, n)) if queries == "text" else [*range(start), *range(end, n)]
+    else:
+        given = [queries] if isinstance(queries, int) else list(queries)
+        bad = [q for q in given if not isinstance(q, int) or not -n <= q < n]
+        if not given or bad:
+            raise ValueError(f"query indices {bad or given} are invalid: the processed prompt has {n} tokens")
+        rows = sorted({q % n for q in given})
+    if not rows:
+        raise ValueError("no query tokens selected (the prompt ends with the image?)")
+    token_id = image_token_id(model)
+    probe = RowProbe(key_is_image=inputs["input_ids"] == token_id, rows=rows, record=True)
+    with probing(model, probe, blocks), torch.no_grad():
+        model(**inputs, use_cache=False)
+    records = torch.stack([probe.records[b][0] for b in blocks])  # [n_blocks, H, n_rows, kv]
+    gh, gw = geometry.grid
+    image_part = records[..., start:end].permute(2, 0, 1, 3)  # [n_rows, n_blocks, H, patches]
+    patches = image_part.reshape(len(rows), len(blocks), -1, gh, gw).cpu()
+    tokens = [_token_string(processor, int(inputs["input_ids"][0, r])) for r in rows]
+    return ImageAttention(patches, image_part.sum(-1).cpu(), blocks, [geometry] * len(rows), rows,
+                          [prompt] * len(rows), tokens)  # fmt: skip

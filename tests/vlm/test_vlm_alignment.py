@@ -75,6 +75,51 @@ def ref_cosine(a: np.ndarray, m: np.ndarray) -> float:
     return dot / (na * nm) if na > 0 else math.nan
 
 
+def ref_chance_mass(m: np.ndarray, n_keys) -> float:
+    """Uniform attention over the n patches: mass in box = Σ m / n (NaN for an empty mask)."""
+    m = m.ravel().tolist()
+    return sum(m) / len(m) if any(x > 0 for x in m) else math.nan
+
+
+def ref_chance_pointing(m, n_keys) -> float:
+    """A uniformly random argmax patch lands on a covered patch with probability #covered / n."""
+    m = m.ravel().tolist()
+    return sum(1 for x in m if x > 0) / len(m) if any(x > 0 for x in m) else math.nan
+
+
+def ref_chance_auroc(m, n_keys, threshold=0.5) -> float:
+    m = m.ravel().tolist()
+    inside = sum(1 for x in m if x >= threshold)
+    return 0.5 if any(x > 0 for x in m) and 0 < inside < len(m) else math.nan
+
+
+def ref_chance_cosine(m, n_keys) -> float:
+    """cos(uniform map, m) = Σ m / (√n ‖m‖)."""
+    m = m.ravel().tolist()
+    if not any(x > 0 for x in m):
+        return math.nan
+    return sum(m) / (math.sqrt(len(m)) * math.sqrt(sum(x * x for x in m)))
+
+
+def ref_chance_mass_total(m, n_keys) -> float:
+    m = m.ravel().tolist()
+    return sum(m) / n_keys if n_keys and any(x > 0 for x in m) else math.nan
+
+
+def ref_chance_image_share(m, n_keys) -> float:
+    return m.size / n_keys if n_keys else math.nan
+
+
+CHANCE_REFS = {
+    "mass": ref_chance_mass,
+    "mass_total": ref_chance_mass_total,
+    "image_share": ref_chance_image_share,
+    "auroc": ref_chance_auroc,
+    "pointing": ref_chance_pointing,
+    "cosine": ref_chance_cosine,
+}
+
+
 def _close(x, y):
     return (math.isnan(x) and math.isnan(y)) or abs(x - y) <= 1e-12 * max(1.0, abs(y))
 
@@ -271,7 +316,8 @@ def test_alignment_table_matches_references_and_head_mean():
     attn, masks = _dataset()
     correct = [True, False, True, True, False, False]
     table = alignment_table(attn, masks, correct=correct, sample_ids=list("abcdef"), blocks=[10, 11, 12])
-    assert list(table.columns) == ["sample", "block", "head", "correct", *ALIGNMENT_METRICS]
+    chance_cols = [f"{m}_chance" for m in ALIGNMENT_METRICS]
+    assert list(table.columns) == ["sample", "block", "head", "correct", *ALIGNMENT_METRICS, *chance_cols]
     assert len(table) == 6 * 3 * 3
     refs = {
         "mass": ref_mass,
@@ -288,6 +334,8 @@ def test_alignment_table_matches_references_and_head_mean():
         assert row.correct == correct[i]
         for name, ref in refs.items():
             assert _close(getattr(row, name), ref(x, masks[i].numpy())), (name, row)
+        for name, ref in CHANCE_REFS.items():  # raw tensors: no n_keys, so the whole-row levels are NaN
+            assert _close(getattr(row, f"{name}_chance"), ref(masks[i].numpy(), None)), (name, row)
     stacked = alignment_table(
         torch.stack(attn), torch.stack(masks), correct=correct, sample_ids=list("abcdef"), blocks=[10, 11, 12]
     )
@@ -301,6 +349,7 @@ def test_alignment_table_matches_references_and_head_mean():
         "block",
         "head",
         "auroc",
+        "auroc_chance",
     ]
     only_heads = alignment_table(attn, masks, heads="each")
     assert sorted(only_heads["head"].unique()) == [0, 1]
@@ -336,7 +385,10 @@ def test_block_curves_t_interval_vs_scipy():
     correct = [True, True, True, False, False, True, False]
     values = {0: [0.1, 0.4, 0.35, 0.2, math.nan, 0.5, 0.05], 1: [0.3, 0.3, 0.9, 0.1, 0.2, 0.6, 0.3]}
     curves = block_curves(_table(values, correct))
-    assert list(curves.columns) == ["metric", "block", "head", "group", "n", "mean", "std", "ci_low", "ci_high"]
+    assert list(curves.columns) == [
+        "metric", "block", "head", "group", "n", "mean", "std", "ci_low", "ci_high", "chance"
+    ]  # fmt: skip
+    assert curves["chance"].isna().all()  # a hand-built table without a mass_chance column
     assert len(curves) == 4
     for row in curves.itertuples(index=False):
         want = row.group == "correct"
@@ -394,6 +446,8 @@ def test_block_curves_heads_and_other_split_column():
     row = curves[(curves.metric == "cosine") & (curves.block == 2) & (curves["head"] == 1) & (curves.group == "on")]
     x = table[(table.block == 2) & (table["head"] == 1) & (table.relation == "on")]["cosine"]
     assert row["mean"].item() == pytest.approx(x.mean()) and row["n"].item() == 2
+    cell = table[(table.block == 2) & (table["head"] == 1) & (table.relation == "on")]
+    assert row["chance"].item() == pytest.approx(cell["cosine_chance"].mean())
     with pytest.raises(ValueError, match="head 7 not in the table"):
         block_curves(table, head=7)
     with pytest.raises(ValueError, match="lacks columns"):
@@ -408,7 +462,8 @@ def test_correctness_auroc_vs_pairwise_and_sklearn():
         2: [0.1] * 7,
     }
     out = correctness_auroc(_table(values, correct))
-    assert list(out.columns) == ["metric", "block", "head", "auroc", "n_correct", "n_incorrect"]
+    assert list(out.columns) == ["metric", "block", "head", "auroc", "n_correct", "n_incorrect", "chance"]
+    assert (out["chance"] == 0.5).all()
     for row in out.itertuples(index=False):
         keep = [(v, c) for v, c in zip(values[row.block], correct, strict=True) if not math.isnan(v)]
         ref = ref_auroc_pairs([v for v, _ in keep], [c for _, c in keep])
@@ -433,3 +488,104 @@ def test_correctness_auroc_all_heads_from_alignment_table():
         assert _close(row.auroc, ref)
     with pytest.raises(ValueError, match="lacks columns"):
         correctness_auroc(alignment_table(attn, masks))
+
+
+# ----------------------------------------------------------------------------- chance levels
+
+
+def test_chance_level_hand_cases():
+    from interp.vlm.alignment import chance_level
+
+    m = torch.tensor([[1.0, 0.5], [0.0, 0.0]])  # 4 patches, coverage 1.5 in all, 2 covered, 2 with m >= 0.5
+    assert chance_level("mass", m) == 1.5 / 4
+    assert chance_level("pointing", m) == 2 / 4
+    assert chance_level("auroc", m) == 0.5
+    assert chance_level("cosine", m) == pytest.approx(1.5 / (2 * math.sqrt(1.25)), abs=1e-15)
+    assert chance_level("mass_total", m, n_keys=10) == pytest.approx(0.15, abs=1e-15)
+    assert chance_level("image_share", m, n_keys=10) == 0.4
+    assert math.isnan(chance_level("mass_total", m)) and math.isnan(chance_level("image_share", m))
+    assert math.isnan(chance_level("auroc", torch.ones(2, 2)))  # no outside patch: AUROC undefined
+    assert math.isnan(chance_level("auroc", torch.full((2, 2), 0.2)))  # nothing reaches the threshold
+    assert math.isnan(chance_level("mass", torch.zeros(2, 2)))
+    with pytest.raises(ValueError, match="unknown metric"):
+        chance_level("nope", m)
+    with pytest.raises(ValueError, match="n_keys"):
+        chance_level("mass", m, n_keys=3)  # fewer keys than image patches
+    with pytest.raises(ValueError, match="outside"):
+        chance_level("mass", m * 2)
+
+
+def test_chance_is_the_metric_under_attention_that_ignores_the_box():
+    """Uniform maps score exactly the chance level; one-hot maps at every patch average to it
+    (pointing); a map and its rank reversal average to it (AUROC)."""
+    gen = torch.Generator().manual_seed(3)
+    masks = [_random_mask(gen, (3, 4)) for _ in range(4)]
+    n_keys = [20, 31, 12, 40]
+    uniform = [torch.full((1, 1, 3, 4), 1.0 / k, dtype=torch.float64) for k in n_keys]  # the whole row uniform
+    table = alignment_table(uniform, masks, heads="each", n_keys=n_keys)
+    for name in ("mass", "mass_total", "image_share", "cosine"):
+        ok = table[name].notna()
+        assert np.allclose(table.loc[ok, name], table.loc[ok, f"{name}_chance"], rtol=1e-12, atol=0), name
+    for m in masks:
+        if not bool((m > 0).any()):
+            continue
+        one_hot = torch.eye(12, dtype=torch.float64).reshape(12, 1, 3, 4)  # 12 "blocks": argmax at each patch
+        pointing = alignment_table([one_hot], [m], heads="each", metrics=["pointing"])
+        assert pointing["pointing"].mean() == pytest.approx(pointing["pointing_chance"].iloc[0], abs=1e-12)
+        scores = torch.randperm(12, generator=gen).double().reshape(1, 1, 3, 4)
+        pair = alignment_table([torch.cat([scores, 11 - scores])], [m], heads="each", metrics=["auroc"])
+        if pair["auroc"].notna().all():
+            assert pair["auroc"].mean() == pytest.approx(pair["auroc_chance"].iloc[0], abs=1e-12)
+
+
+def _hand_coverage(box, image_size, side, patch):
+    """Pure Python: each patch's covered fraction after llava-hf's shortest-edge resize + center crop."""
+    width, height = image_size
+    if width <= height:  # transformers truncates the long edge
+        new_w, new_h = side, int(side * height / width)
+    else:
+        new_w, new_h = int(side * width / height), side
+    sx, sy = new_w / width, new_h / height
+    ox, oy = (new_w - side) // 2, (new_h - side) // 2
+    x0, y0, x1, y1 = box[0] * sx - ox, box[1] * sy - oy, box[2] * sx - ox, box[3] * sy - oy
+    grid = side // patch
+    cover = []
+    for r in range(grid):
+        row = []
+        for c in range(grid):
+            w = max(0.0, min(x1, (c + 1) * patch) - max(x0, c * patch))
+            h = max(0.0, min(y1, (r + 1) * patch) - max(y0, r * patch))
+            row.append(w * h / (patch * patch))
+        cover.append(row)
+    return cover
+
+
+def test_mass_in_box_and_its_chance_by_hand_on_a_real_trace():
+    """Acceptance: mass in box and its chance level, recomputed by hand (pure Python over the patch
+    grid, the processor's resize and crop written out) for a few traced samples, equal alignment_table's."""
+    from PIL import Image
+
+    from interp.models import tiny_llava, tiny_llava_processor
+    from interp.vlm import trace_image_attention
+
+    side, patch = 112, 14  # 8×8 grid
+    model, proc = tiny_llava(n_layers=2, image_size=side, patch_size=patch, seed=2), tiny_llava_processor(side, patch)
+    cases = [((200, 120), (60, 20, 110, 90)), ((120, 200), (10, 150, 100, 198)), ((150, 150), (0, 0, 37, 150))]
+    images = [Image.new("RGB", size, (30 * i, 200, 90)) for i, (size, _) in enumerate(cases)]
+    prompt = "<image>\nUSER: Where is the box?\nASSISTANT:"
+    trace = trace_image_attention(model, proc, images, [prompt] * 3, progress=False)
+    table = alignment_table(trace, trace.box_masks([box for _, box in cases]), metrics=["mass"])
+    for i, (size, box) in enumerate(cases):
+        cover = _hand_coverage(box, size, side, patch)
+        flat_cover = [x for row in cover for x in row]
+        chance = sum(flat_cover) / len(flat_cover)
+        for block in trace.blocks:
+            maps = trace.patches[i, trace.blocks.index(block)].double()  # [H, 8, 8]
+            for head in [*range(maps.shape[0]), "mean"]:
+                a = maps.mean(0) if head == "mean" else maps[head]
+                flat = a.flatten().tolist()
+                mass = sum(x * m for x, m in zip(flat, flat_cover, strict=True)) / sum(flat)
+                row = table[(table["sample"] == i) & (table["block"] == block) & (table["head"] == head)]
+                assert row["mass"].item() == pytest.approx(mass, rel=1e-6, abs=1e-9)
+                assert row["mass_chance"].item() == pytest.approx(chance, rel=1e-6, abs=1e-9)
+        assert 0 < chance < 1

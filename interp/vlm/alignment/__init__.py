@@ -1,13 +1,14 @@
 """Attention-to-object alignment: how much of the traced attention lands on the queried objects.
 
 Data flow: :mod:`.metrics` scores one attention map against a coverage mask (mass in box,
-patch AUROC, pointing game, cosine) -> :mod:`.tables` runs them over a dataset into one tidy
+patch AUROC, pointing game, cosine) and its chance level -> :mod:`.tables` runs them over a dataset into one tidy
 table and aggregates it per decoder block (curves with CIs, correct-vs-incorrect AUROC).
 """
 
 from interp.vlm.alignment.metrics import (
     ALIGNMENT_METRICS,
     attention_mass,
+    chance_level,
     cosine_overlap,
     patch_auroc,
     pointing_game,
@@ -19,6 +20,7 @@ __all__ = [
     "alignment_table",
     "attention_mass",
     "block_curves",
+    "chance_level",
     "correctness_auroc",
     "cosine_overlap",
     "layer_curves",

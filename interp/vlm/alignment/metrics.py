@@ -26,6 +26,19 @@ Metrics (``a`` = one flattened attention map, ``m`` = the flattened coverage mas
 - ``cosine``: a·m / (‖a‖ ‖m‖). Cosine is scale-invariant, so it equals the third-party
   "cosine-similarity overlap" of the sum-normalised map against the sum-normalised mask.
 
+Chance levels (:func:`chance_level`): the value each metric takes when attention ignores the box.
+With ``n`` patches in the grid, ``m`` the mask and ``n_keys`` the number of keys the query row sees
+(image and text tokens up to and including the query):
+
+- ``mass``: Σ m / n -- the box's area share of the patch grid (uniform attention over the patches);
+- ``pointing``: #{m > 0} / n -- the chance that a uniformly random patch is the argmax and is covered;
+- ``auroc``: 0.5 (a score unrelated to the box); NaN where the AUROC itself is undefined;
+- ``cosine``: Σ m / (√n ‖m‖) -- the cosine of a uniform map with the mask;
+- ``mass_total``: Σ m / n_keys and ``image_share``: n / n_keys -- uniform attention over the whole
+  row; NaN when ``n_keys`` is unknown.
+
+All image tokens count as valid patches (a padded geometry's pad patches are image tokens too).
+
 Head mean: the ``"mean"`` head averages the attention **maps** over heads first and then computes
 the metric on that map (not the mean of per-head metrics; for ``mass`` both differ).
 
@@ -50,7 +63,7 @@ import torch
 
 from interp._validation import as_tensor
 
-__all__ = ["ALIGNMENT_METRICS", "attention_mass", "cosine_overlap", "patch_auroc", "pointing_game"]
+__all__ = ["ALIGNMENT_METRICS", "attention_mass", "chance_level", "cosine_overlap", "patch_auroc", "pointing_game"]
 
 ALIGNMENT_METRICS = ("mass", "mass_total", "image_share", "auroc", "pointing", "cosine")
 
@@ -252,3 +265,51 @@ def cosine_overlap(attn, mask) -> torch.Tensor:
         float64 ``[...]``; NaN where the mask is empty or the map is all zero.
     """
     return _cosine(*_prepare(attn, mask))
+
+
+# --------------------------------------------------------------------------- chance levels
+
+
+def _chance(name: str, m: torch.Tensor, threshold: float, n_keys: float | None) -> float:
+    """Chance level of metric ``name`` for one ``[gh, gw]`` float64 mask (see the module docstring)."""
+    n = m.numel()
+    region = bool((m > 0).any())
+    if name == "image_share":
+        return n / n_keys if n_keys else float("nan")
+    if not region:
+        return float("nan")
+    if name == "mass":
+        return float(m.sum()) / n
+    if name == "mass_total":
+        return float(m.sum()) / n_keys if n_keys else float("nan")
+    if name == "pointing":
+        return float((m > 0).sum()) / n
+    if name == "auroc":
+        inside = int((m >= threshold).sum())
+        return 0.5 if 0 < inside < n else float("nan")
+    if name == "cosine":
+        return float(m.sum()) / (n**0.5 * float(m.norm()))
+    raise ValueError(f"unknown metric {name!r}; choose from {list(ALIGNMENT_METRICS)}")
+
+
+def chance_level(metric: str, mask, *, threshold: float = 0.5, n_keys: int | None = None) -> float:
+    """The value of ``metric`` under attention that ignores the box (see the module docstring).
+
+    Args:
+        metric: one of :data:`ALIGNMENT_METRICS`.
+        mask: ``[grid_h, grid_w]`` coverage mask in ``[0, 1]``.
+        threshold: the binary-mask threshold of ``auroc``.
+        n_keys: keys the query row attends to (image + text, up to the query); needed by
+            ``mass_total`` and ``image_share`` (NaN without it).
+
+    Returns:
+        A float; NaN where the metric itself is undefined (empty mask; ``auroc`` with one class).
+    """
+    _check_threshold(threshold)
+    m = _as_float64(mask, "mask")
+    if m.ndim != 2:
+        raise ValueError(f"mask must be [grid_h, grid_w], got shape {tuple(m.shape)}")
+    _check_mask(m, tuple(m.shape))
+    if n_keys is not None and (isinstance(n_keys, bool) or int(n_keys) < m.numel()):
+        raise ValueError(f"n_keys={n_keys!r} must be an int >= the {m.numel()} image patches")
+    return _chance(metric, m, threshold, n_keys)

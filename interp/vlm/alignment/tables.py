@@ -1,9 +1,10 @@
 """Alignment over a dataset: one tidy table of every sample, decoder block and head, and its aggregates.
 
 Data flow: per-sample attention (an :class:`~interp.vlm.ImageAttention` or tensors) and coverage
-masks -> :func:`alignment_table` (the metrics of :mod:`.metrics`, one row per sample × block × head)
--> :func:`block_curves` (mean ± CI per block, split by correctness) and :func:`correctness_auroc`
-(per block, how well a sample's alignment separates correct from incorrect answers).
+masks -> :func:`alignment_table` (the metrics of :mod:`.metrics`, one row per sample × block × head, each
+with its chance level ``<metric>_chance``) -> :func:`block_curves` (mean ± CI per block, split by
+correctness, with the mean chance level) and :func:`correctness_auroc` (per block, how well a
+sample's alignment separates correct from incorrect answers; chance 0.5).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from interp.vlm.alignment.metrics import (
     ALIGNMENT_METRICS,
     _as_float64,
     _auroc,
+    _chance,
     _check_attn,
     _check_mask,
     _check_threshold,
@@ -100,6 +102,7 @@ def alignment_table(
     threshold: float = 0.5,
     on_empty: Literal["nan", "raise"] = "nan",
     progress: bool = False,
+    n_keys=None,
     layers: Sequence[int] | None = None,
 ) -> pd.DataFrame:
     """Alignment metrics of every sample, decoder block and head as one tidy table.
@@ -121,14 +124,21 @@ def alignment_table(
         on_empty: ``"nan"`` (warn, metrics NaN) or ``"raise"`` for samples whose mask has no
             patch with coverage > 0.
         progress: show a tqdm bar over samples.
+        n_keys: per sample, the number of keys the query row sees (image + text tokens up to the
+            query), for the chance levels of ``mass_total`` and ``image_share``; taken from an
+            :class:`~interp.vlm.ImageAttention` (query position + 1), else NaN chance for those two.
 
     Returns:
-        DataFrame with columns ``sample, block, head`` (+ ``correct``) and one column per metric;
-        ``head`` is an int or the string ``"mean"``.
+        DataFrame with columns ``sample, block, head`` (+ ``correct``), one column per metric and,
+        after them, ``<metric>_chance`` for each metric: the value under attention that ignores the
+        box (:func:`~interp.vlm.alignment.chance_level`; box area share of the patch grid for
+        ``mass``, covered-patch share for ``pointing``, 0.5 for ``auroc``, ...), constant within a
+        sample. ``head`` is an int or the string ``"mean"``.
     """
     blocks = renamed("blocks", blocks, "layers", layers, None, "alignment_table")
     if isinstance(attn, ImageAttention):
         blocks = attn.blocks if blocks is None else blocks
+        n_keys = [q + 1 for q in attn.query_positions] if n_keys is None else n_keys
         attn = attn.patches
     unknown = [m for m in metrics if m not in ALIGNMENT_METRICS]
     if unknown or not metrics:
@@ -151,6 +161,7 @@ def alignment_table(
         if not all(isinstance(c, (bool, np.bool_)) or c in (0, 1) for c in correct):
             raise ValueError("correct must hold one bool per sample")
         correct = [bool(c) for c in correct]
+    keys = [None] * n if n_keys is None else [None if k is None else int(k) for k in _per_list(n_keys, n, "n_keys")]
     n_blocks = samples[0].shape[0]
     block_ids = list(range(n_blocks)) if blocks is None else [int(x) for x in blocks]
     if len(block_ids) != n_blocks:
@@ -199,6 +210,9 @@ def alignment_table(
         if correct is not None:
             frame["correct"] = [correct[i]] * n_rows
         frame.update({k: v.reshape(-1).numpy() for k, v in cols.items()})
+        if keys[i] is not None and keys[i] < m.numel():
+            raise ValueError(f"n_keys{where} is {keys[i]}, fewer than the {m.numel()} image patches")
+        frame.update({f"{k}_chance": np.full(n_rows, _chance(k, m, threshold, keys[i])) for k in metrics})
         frames.append(pd.DataFrame(frame))
     if empty:
         warnings.warn(
@@ -266,7 +280,8 @@ def block_curves(
     drawn as ``numpy.random.default_rng(seed).integers(0, n, (n_boot, n))`` afresh for every
     (metric, block, head, group) cell, CI = the ``(1-ci)/2`` and ``(1+ci)/2`` quantiles
     (numpy's linear interpolation) of the resampled means. NaN values (undefined metrics) are
-    dropped first; ``n`` counts the rest; with n < 2 the CI is NaN.
+    dropped first; ``n`` counts the rest; with n < 2 the CI is NaN. ``chance`` is the mean of the
+    table's ``<metric>_chance`` over the same rows (NaN if the table has no such column).
 
     Args:
         table: output of :func:`alignment_table`.
@@ -276,7 +291,7 @@ def block_curves(
             another column -> its values as strings); ``None`` -> one group ``"all"``.
 
     Returns:
-        DataFrame ``metric, block, head, group, n, mean, std, ci_low, ci_high``.
+        DataFrame ``metric, block, head, group, n, mean, std, ci_low, ci_high, chance``.
     """
     if not 0 < ci < 1:
         raise ValueError(f"ci must be in (0, 1), got {ci}")
@@ -297,9 +312,14 @@ def block_curves(
                 raise ValueError("the correct column must be bool")
         else:
             groups = sub[split].astype(str)
+        chance_col = f"{name}_chance"
+        chances = sub[chance_col] if chance_col in sub.columns else pd.Series(math.nan, index=sub.index)
         for (block, h, group), cell in sub[name].groupby([sub["block"], sub["head"], groups], sort=True):
             values = cell.to_numpy(dtype=np.float64)
-            values = values[~np.isnan(values)]
+            keep = ~np.isnan(values)
+            values = values[keep]
+            base = chances.loc[cell.index].to_numpy(dtype=np.float64)[keep]
+            base = base[~np.isnan(base)]
             low, high = _interval(values, ci, method, n_boot, seed)
             rows.append(
                 {
@@ -312,9 +332,11 @@ def block_curves(
                     "std": float(values.std(ddof=1)) if len(values) > 1 else math.nan,
                     "ci_low": low,
                     "ci_high": high,
+                    "chance": float(base.mean()) if len(base) else math.nan,
                 }
             )
-    return pd.DataFrame(rows, columns=["metric", "block", "head", "group", "n", "mean", "std", "ci_low", "ci_high"])
+    columns = ["metric", "block", "head", "group", "n", "mean", "std", "ci_low", "ci_high", "chance"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def layer_curves(*args, **kwargs) -> pd.DataFrame:
@@ -337,7 +359,8 @@ def correctness_auroc(table: pd.DataFrame, metric: str = "mass", *, head="mean")
         head: ``"mean"``, an int head, a list of heads or ``"all"``.
 
     Returns:
-        DataFrame ``metric, block, head, auroc, n_correct, n_incorrect``.
+        DataFrame ``metric, block, head, auroc, n_correct, n_incorrect, chance`` (chance = 0.5: a score
+        unrelated to correctness).
     """
     _check_table(table, metric, ("correct",))
     sub = _select_heads(table, head)
@@ -359,4 +382,5 @@ def correctness_auroc(table: pd.DataFrame, metric: str = "mass", *, head="mean")
     out["auroc"] = auc.numpy()
     out["n_correct"] = (valid & positive).sum(1).numpy()
     out["n_incorrect"] = (valid & ~positive).sum(1).numpy()
+    out["chance"] = 0.5
     return out
