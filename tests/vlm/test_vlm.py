@@ -93,6 +93,37 @@ def test_trace_equals_eager_output_attentions(vlm, eager_vlm, proc):
                 assert (tr.image_share[i, j].double() - row[:, img].sum(-1)).abs().max() < 1e-5
 
 
+def test_trace_query_tokens_equals_eager_rows_of_every_token(vlm, eager_vlm, proc):
+    from interp.vlm import trace_query_tokens
+
+    image = scene((320, 400), (40, 60, 200, 260), seed=2)
+    inputs = proc(images=image, text=PROMPT, return_tensors="pt")
+    ids = inputs["input_ids"][0]
+    img = (ids == IMAGE_TOKEN).nonzero().flatten()
+    with torch.no_grad():
+        att = eager_vlm(**inputs, output_attentions=True).attentions
+    before = snapshot(vlm)
+    for queries, rows in (("text", list(range(int(img[-1]) + 1, len(ids)))), ("all", [0, *range(int(img[-1]) + 1,
+                          len(ids))]), ([-1, 3, -1, 600], [3, 600, len(ids) - 1])):  # fmt: skip
+        tr = trace_query_tokens(vlm, proc, image, PROMPT, queries, blocks=[0, 2])
+        assert tr.query_positions == rows and tr.blocks == [0, 2] and len(tr) == len(rows)
+        assert tr.query_tokens == [proc.tokenizer.convert_ids_to_tokens(int(ids[r])) for r in rows]
+        for i, r in enumerate(rows):
+            for j, block in enumerate([0, 2]):
+                ref = att[block][0, :, r].double()[:, img].reshape(4, 24, 24)
+                assert (tr.patches[i, j].double() - ref).abs().max() < 1e-5
+    last = trace_image_attention(vlm, proc, image, PROMPT, blocks=[0, 2], progress=False)
+    assert last.query_tokens == [tr.query_tokens[-1]]  # ':' -- the single-query trace records it too
+    assert torch.allclose(last.patches[0], tr.patches[-1], atol=1e-6)
+    after = snapshot(vlm)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(PROBE_ATTR not in blk.self_attn.__dict__ for blk in vlm.model.language_model.layers)
+    with pytest.raises(ValueError, match="query indices"):
+        trace_query_tokens(vlm, proc, image, PROMPT, [10_000])
+    with pytest.raises(ValueError, match='queries must be "text"'):
+        trace_query_tokens(vlm, proc, image, PROMPT, "last")
+
+
 def test_only_probed_rows_are_eager_and_everything_runs_sdpa(vlm, proc, monkeypatch):
     import transformers.integrations.sdpa_attention as sdpa_module
     import transformers.models.llama.modeling_llama as llama_module

@@ -128,7 +128,7 @@ def train(model: nn.Module, processor, config, progress: bool = True) -> list[di
         loss.backward()
         nn.utils.clip_grad_norm_(params, config.clip)
         optimizer.step()
-        value = float(loss)
+        value = float(loss.detach())
         ema = value if ema is None else 0.95 * ema + 0.05 * value
         log.append({"step": step, "loss": value, "lr": optimizer.param_groups[0]["lr"],
                     "seconds": time.perf_counter() - start})  # fmt: skip
