@@ -67,6 +67,7 @@ def explore_attention(trace, image=None, boxes=None, *, style: str = "alpha", fi
             "without it use explorer_frame(trace, sample, block, head, image, boxes) for single frames"
         ) from err
     import matplotlib.pyplot as plt
+    from IPython.display import display
 
     n_heads = trace.patches.shape[2]
     per_sample_images = isinstance(image, (list, tuple))
@@ -86,7 +87,8 @@ def explore_attention(trace, image=None, boxes=None, *, style: str = "alpha", fi
             fig, ax = plt.subplots(figsize=figsize, layout="constrained")
             explorer_frame(trace, i, block.value, head.value, image[i] if per_sample_images else image,
                            boxes[i] if per_sample_boxes else boxes, ax=ax, style=style)  # fmt: skip
-            plt.show(fig)
+            display(fig)
+            plt.close(fig)
 
     for control in (block, head, sample):
         control.observe(redraw, names="value")
