@@ -71,9 +71,10 @@ def test_spatial_scenes_match_their_boxes_and_split(split):
                 if other_name != name:
                     assert _overlap_1d(box[0], box[2], other[0], other[2]) <= 0 or \
                         _overlap_1d(box[1], box[3], other[1], other[3]) <= 0  # fmt: skip
-        queried = {_name_parts(name_a), _name_parts(name_b)}
-        held = queried & set(HELD_OUT_OBJECTS)
-        assert bool(held) == (split == "held_out_objects")
+        (color_a, shape_a), (color_b, shape_b) = _name_parts(name_a), _name_parts(name_b)
+        assert shape_b == "table" and color_b != color_a and shape_a in ("box", "ball", "triangle")
+        assert (box_b[2] - box_b[0]) >= 2 * (box_b[3] - box_b[1])  # a wide slab, unlike the square objects
+        assert ((color_a, shape_a) in HELD_OUT_OBJECTS) == (split == "held_out_objects")
         assert not set(map(_name_parts, s.distractors)) & set(HELD_OUT_OBJECTS)
         ux = (min(box_a[0], box_b[0]) + max(box_a[2], box_b[2])) / 2 - 15
         uy = (min(box_a[1], box_b[1]) + max(box_a[3], box_b[3])) / 2

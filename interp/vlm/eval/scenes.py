@@ -6,10 +6,11 @@ ground-truth boxes. Two generators:
 * :func:`synthetic_scene` / :func:`synthetic_scenes` -- two objects in a fixed layout, for
   plumbing demos and tests (a random model answers them at chance).
 * :func:`spatial_scene` / :func:`spatial_scenes` -- the distribution the toy spatial VLM
-  (:mod:`interp.vlm.eval.spatial_model`) is trained and evaluated on: two queried objects named by
-  colour and shape (``"red box"``) in one of the four WhatsUp Controlled-A relations, 0-2 distractor
-  objects that may share a colour or a shape with them, varied sizes and positions, and controlled
-  splits (:data:`SPLITS`): held-out colour/shape combinations and a held-out zone of the image.
+  (:mod:`interp.vlm.eval.spatial_model`) is trained and evaluated on: a small object named by
+  colour and shape (``"red box"``) in one of the four WhatsUp Controlled-A relations to a coloured
+  table (``"blue table"``), 0-2 distractor objects that may share its colour or its shape, varied
+  sizes and positions, and controlled splits (:data:`SPLITS`): held-out colour/shape combinations
+  and a held-out zone of the image.
   :func:`position_question` asks where one object is in the image (the COCO_QA_one_obj
   wording), the auxiliary question of the training mixture.
 
@@ -30,6 +31,7 @@ __all__ = [
     "COLORS",
     "HELD_OUT_OBJECTS",
     "POSITIONS",
+    "REFERENCE",
     "RELATIONS",
     "SHAPES",
     "SPLITS",
@@ -159,11 +161,11 @@ class SceneSplit:
 
     Attributes:
         name: the split's name.
-        queried: which objects A and B are: ``"seen"`` (both from the training combinations) or
-            ``"held_out"`` (at least one from :data:`HELD_OUT_OBJECTS`).
-        zone: where the pair's centre (the centre of the union of A's and B's boxes) lies relative to
-            the held-out zone (the bottom-right quarter of the visible square, ``u, v >= 0.5`` in units
-            of its side): ``"outside"`` or ``"inside"``.
+        queried: which object A is: ``"seen"`` (a training colour/shape combination) or
+            ``"held_out"`` (one of :data:`HELD_OUT_OBJECTS`).
+        zone: where the pair's centre (the centre of the union of A's and the table's boxes) lies
+            relative to the held-out zone (the bottom-right quarter of the visible square, ``u, v >=
+            0.5`` in units of its side): ``"outside"`` or ``"inside"``.
     """
 
     name: str
@@ -180,10 +182,12 @@ SPLITS = {
     "held_out_objects": SceneSplit("held_out_objects", "held_out", "outside"),
     "held_out_positions": SceneSplit("held_out_positions", "seen", "inside"),
 }
+#: the reference object B of :func:`spatial_scene` (a wide slab), named ``"<colour> table"``
+REFERENCE = "table"
 _SEEN = tuple((c, s) for c in COLORS for s in SHAPES if (c, s) not in HELD_OUT_OBJECTS)
-_SIZE = (0.16, 0.26)  # object side, in units of the visible square's side
-_GAP = (0.04, 0.2)  # left/right: horizontal gap between the boxes
-_ALIGN = 0.25  # how far the two boxes' centres may be off-axis, in units of the smaller side
+_SIZE = (0.15, 0.22)  # small objects' side, in units of the visible square's side
+_TABLE_W, _TABLE_H = (0.3, 0.45), (0.1, 0.15)  # the table's width and height
+_GAP = (0.03, 0.2)  # left/right: horizontal gap between A and the table
 _MAX_TRIES = 10_000
 
 
@@ -198,20 +202,28 @@ def _overlaps(a: Box, b: Box, margin: int) -> bool:
     return not (a[2] + margin <= b[0] or b[2] + margin <= a[0] or a[3] + margin <= b[1] or b[3] + margin <= a[1])
 
 
+def _span(rng: random.Random, side: int, bounds: tuple[float, float]) -> int:
+    return rng.randint(round(bounds[0] * side), round(bounds[1] * side))
+
+
 def _place_pair(rng: random.Random, relation: str, side: int, zone: str) -> tuple[Box, Box]:
-    """A's and B's boxes in visible-square coordinates (origin at its top-left corner)."""
-    lo, hi = round(_SIZE[0] * side), round(_SIZE[1] * side)
+    """A's and the table's boxes in visible-square coordinates (origin at its top-left corner).
+
+    left / right: A beside the table, a gap between them, A's centre within the table's height
+    band (±30 % of it); on: A's bottom edge on the table's top edge; under: A's top edge on its
+    bottom edge -- A lying horizontally within the table's span in both.
+    """
     for _ in range(_MAX_TRIES):
-        sa, sb = rng.randint(lo, hi), rng.randint(lo, hi)
-        bx, by = rng.randint(0, side - sb), rng.randint(0, side - sb)
+        sa, bw, bh = _span(rng, side, _SIZE), _span(rng, side, _TABLE_W), _span(rng, side, _TABLE_H)
+        bx, by = rng.randint(0, side - bw), rng.randint(0, side - bh)
         if relation in ("left", "right"):
-            gap = rng.randint(round(_GAP[0] * side), round(_GAP[1] * side))
-            ay = round(by + sb / 2 + rng.uniform(-_ALIGN, _ALIGN) * min(sa, sb) - sa / 2)
-            ax = bx - gap - sa if relation == "left" else bx + sb + gap
-        else:  # on: A's bottom edge on B's top edge; under: A's top edge on B's bottom edge
-            ax = round(bx + sb / 2 + rng.uniform(-_ALIGN, _ALIGN) * min(sa, sb) - sa / 2)
-            ay = by - sa if relation == "on" else by + sb
-        a, b = (ax, ay, ax + sa, ay + sa), (bx, by, bx + sb, by + sb)
+            gap = _span(rng, side, _GAP)
+            ay = round(by + bh / 2 + rng.uniform(-0.3, 0.3) * bh - sa / 2)
+            ax = bx - gap - sa if relation == "left" else bx + bw + gap
+        else:
+            ax = round(rng.uniform(bx, bx + bw - sa))
+            ay = by - sa if relation == "on" else by + bh
+        a, b = (ax, ay, ax + sa, ay + sa), (bx, by, bx + bw, by + bh)
         if min(a) < 0 or max(a[2], a[3]) > side:
             continue
         cx = (min(a[0], b[0]) + max(a[2], b[2])) / 2 / side
@@ -219,15 +231,6 @@ def _place_pair(rng: random.Random, relation: str, side: int, zone: str) -> tupl
         if (cx >= 0.5 and cy >= 0.5) == (zone == "inside"):
             return a, b
     raise RuntimeError(f"could not place a {relation!r} pair in {_MAX_TRIES} tries")  # pragma: no cover
-
-
-def _objects(rng: random.Random, queried: str) -> tuple[tuple[str, str], tuple[str, str]]:
-    if queried == "seen":
-        a, b = rng.sample(_SEEN, 2)
-        return a, b
-    held = rng.choice(HELD_OUT_OBJECTS)
-    other = rng.choice([o for o in _SEEN + HELD_OUT_OBJECTS if o != held])
-    return (held, other) if rng.random() < 0.5 else (other, held)
 
 
 def spatial_scene(
@@ -241,19 +244,24 @@ def spatial_scene(
 ) -> SyntheticScene:
     """One scene of the toy spatial-VLM distribution (see the module docstring).
 
+    Object A is a small coloured shape (``"red ball"``), object B a coloured table (``"blue
+    table"``, a wide slab, never A's colour), as in WhatsUp Controlled-A where a small object is
+    left of / right of / on / under a piece of furniture. A is named first; the question is the same
+    template for every relation.
+
     Args:
         split: a :data:`SPLITS` name.
         seed, index: the scene is a pure function of ``(split, seed, index, size, n_distractors,
             relation)``; different splits never share a random stream.
         size: ``(width, height)`` in pixels. Objects lie in the centred square of side
             ``min(width, height)`` -- what a shortest-edge resize and center crop keep.
-        n_distractors: ``(min, max)`` number of extra objects, drawn uniformly. Distractors are
-            colour/shape combinations of the training set other than A and B (so they may share
-            A's colour or shape), placed without touching any other object.
+        n_distractors: ``(min, max)`` number of extra small objects, drawn uniformly: training
+            colour/shape combinations other than A's (so they may share A's colour or its shape, or
+            the table's colour), placed without touching any other object.
         relation: force the relation (default: drawn uniformly from :data:`RELATIONS`).
 
     Returns:
-        A :class:`SyntheticScene` whose ``boxes`` are A's and B's, ``distractors`` the others'.
+        A :class:`SyntheticScene` whose ``boxes`` are A's and the table's, ``distractors`` the others'.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose from {list(SPLITS)}")
@@ -265,16 +273,17 @@ def spatial_scene(
     spec = SPLITS[split]
     rng = random.Random(f"interp.spatial_scene:{split}:{seed}:{index}")  # str seeds hash with SHA-512: stable
     relation = relation or rng.choice(RELATIONS)
-    obj_a, obj_b = _objects(rng, spec.queried)
+    obj_a = rng.choice(_SEEN if spec.queried == "seen" else HELD_OUT_OBJECTS)
+    table_color = rng.choice([c for c in COLORS if c != obj_a[0]])
     ox, oy, side = _visible_square(size)
     box_a, box_b = _place_pair(rng, relation, side, spec.zone)
     placed = [box_a, box_b]
     distractors: dict[str, tuple[tuple[str, str], Box]] = {}
-    candidates = [o for o in _SEEN if o not in (obj_a, obj_b)]
+    candidates = [o for o in _SEEN if o != obj_a]
     for _ in range(rng.randint(lo, hi)):
         obj = rng.choice([o for o in candidates if f"{o[0]} {o[1]}" not in distractors])
         for _ in range(100):
-            s = rng.randint(round(_SIZE[0] * side), round(_SIZE[1] * side))
+            s = _span(rng, side, _SIZE)
             x, y = rng.randint(0, side - s), rng.randint(0, side - s)
             box = (x, y, x + s, y + s)
             if not any(_overlaps(box, other, margin=max(2, side // 40)) for other in placed):
@@ -289,9 +298,9 @@ def spatial_scene(
 
     for (color, shape), box in distractors.values():
         _draw(draw, shape, shift(box), COLORS[color])
-    _draw(draw, obj_b[1], shift(box_b), COLORS[obj_b[0]])
+    _draw(draw, "box", shift(box_b), COLORS[table_color])
     _draw(draw, obj_a[1], shift(box_a), COLORS[obj_a[0]])
-    name_a, name_b = f"{obj_a[0]} {obj_a[1]}", f"{obj_b[0]} {obj_b[1]}"
+    name_a, name_b = f"{obj_a[0]} {obj_a[1]}", f"{table_color} {REFERENCE}"
     return SyntheticScene(
         image,
         {name_a: shift(box_a), name_b: shift(box_b)},

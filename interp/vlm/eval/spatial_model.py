@@ -42,13 +42,13 @@ from torch import nn
 
 from interp.models.loading import cache_dir
 from interp.models.tiny import tiny_llava, tiny_llava_processor, word_tokenizer
-from interp.vlm.eval.scenes import COLORS, SHAPES, position_prompt, relation_prompt
+from interp.vlm.eval.scenes import COLORS, REFERENCE, SHAPES, position_prompt, relation_prompt
 from interp.vlm.eval.spatial_training import ANSWER_WORDS, deterministic, train
 
 __all__ = ["RECIPE_VERSION", "SpatialVLMConfig", "VARIANTS", "build", "spatial_vlm", "vocabulary", "config_key"]
 
 #: bump when the training code changes what a config trains to (it is part of the cache key)
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,8 @@ class SpatialVLMConfig:
         vision_layers: CLIP blocks (LLaVA reads the second-to-last hidden state).
         image_size, patch_size: the vision tower's input side and patch (grid = image_size // patch_size).
         scene_size: ``(width, height)`` of the rendered scenes (the processor resizes and crops them).
-        n_distractors: ``(min, max)`` extra objects per training scene.
+        n_distractors: ``(min, max)`` extra objects per training scene, from step
+            ``distractors_from · steps`` on (none before: a curriculum).
         steps, batch_size, lr, warmup, decay_from, weight_decay, clip: the optimisation.
         init_std, position_init: initial weight scale; amplitude of the sine/cosine position embedding.
         seed: initialisation seed and training-data stream.
@@ -76,8 +77,9 @@ class SpatialVLMConfig:
     vision_layers: int = 2
     image_size: int = 64
     patch_size: int = 8
-    scene_size: tuple[int, int] = (128, 128)
+    scene_size: tuple[int, int] = (64, 64)
     n_distractors: tuple[int, int] = (0, 2)
+    distractors_from: float = 0.4
     steps: int = 1500
     batch_size: int = 16
     lr: float = 2e-3
@@ -110,7 +112,7 @@ def vocabulary() -> list[str]:
         for ch in "?,.:":
             text = text.replace(ch, f" {ch} ")
         words += [w for w in text.replace("<image>", " ").split() if w not in ("X", "Y")]
-    return list(dict.fromkeys([*words, *COLORS, *SHAPES, *ANSWER_WORDS]))
+    return list(dict.fromkeys([*words, *COLORS, *SHAPES, REFERENCE, *ANSWER_WORDS]))
 
 
 def _sincos_2d(grid: tuple[int, int], dim: int) -> torch.Tensor:

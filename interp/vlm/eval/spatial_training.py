@@ -1,7 +1,8 @@
 """Training the toy spatial VLM: deterministic batches of synthetic conversations and the optimisation loop.
 
 Data flow: ``(config, step)`` -> ``batch_size`` training scenes (:func:`~.scenes.spatial_scene`, split
-``"train"``, indices ``step · batch_size + i``) -> one conversation per scene -> the processor
+``"train"``, indices ``step · batch_size + i``; no distractors before ``distractors_from · steps``, a
+curriculum: the model first learns to find the two named objects) -> one conversation per scene -> the processor
 (pixel values, ids with the image tokens spliced in) -> next-token cross-entropy on the answer words
 and the ``<eos>`` after each -> AdamW.
 
@@ -58,11 +59,11 @@ def training_batch(config, processor, step: int) -> tuple[dict, torch.Tensor]:
         ``labels [B, S]``: the id to predict *at* each position (the next token where it is an answer
         word or ``<eos>``, else -100).
     """
+    crowd = config.n_distractors if step >= config.distractors_from * config.steps else (0, 0)
     scenes = [
-        spatial_scene("train", config.seed, step * config.batch_size + i, size=config.scene_size,
-                      n_distractors=config.n_distractors)
+        spatial_scene("train", config.seed, step * config.batch_size + i, size=config.scene_size, n_distractors=crowd)
         for i in range(config.batch_size)
-    ]  # fmt: skip
+    ]
     texts = [conversation(s) for s in scenes]
     inputs = processor(images=[s.image for s in scenes], text=texts, return_tensors="pt", padding=True,
                        padding_side="left")  # fmt: skip
