@@ -35,6 +35,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
@@ -180,16 +181,17 @@ def main() -> None:
     heads = table[table["head"] != "mean"].groupby(["block", "head"])["mass"].mean()
     results["best_head_mass"] = {"block_head": list(map(int, heads.idxmax())), "mass": float(heads.max()),
                                  "chance": float(table["mass_chance"].mean())}  # fmt: skip
-    fig, axes = plt.subplots(1, 4, figsize=(15, 3.6), layout="constrained")
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7), layout="constrained")
+    axes = axes.ravel()
     titles = {"mass": "attention mass in the two boxes", "pointing": "pointing game (argmax in a box)",
               "auroc": "patch AUROC (box vs rest)"}  # fmt: skip
     for ax, metric in zip(axes, metrics, strict=False):
         plot_alignment_curves(curves, metric, ax=ax, title=titles[metric])
-    plot_correctness_auroc(sep, ax=axes[3], title="alignment separates correct / incorrect?")
+    plot_correctness_auroc(sep, ax=axes[3], title="does alignment separate correct / incorrect?")
     n_ok, n_bad = int(answers["correct"].sum()), int((~answers["correct"]).sum())
     fig.suptitle(
-        f"Last prompt token's attention vs the queried objects' boxes, head mean, mean ± 95 % CI "
-        f"({n_ok} correct, {n_bad} incorrect answers; {len(SPLITS)} held-out splits pooled)",
+        f"Last prompt token's attention vs the queried objects' boxes (head mean; mean ± 95 % CI)\n"
+        f"{n_ok} correct, {n_bad} incorrect answers, {len(SPLITS)} held-out splits pooled; dashed: chance",
         fontsize=11,
     )
     savefig(fig, "vlm_spatial_alignment.png")
@@ -233,7 +235,7 @@ def main() -> None:
         shares.append({"alpha": a, "image_share": float(tab["image_share"].mean()), "mass": float(tab["mass"].mean())})
     results["alpha_attention"] = shares
     print(pd.DataFrame(shares).round(4))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained", gridspec_kw={"width_ratios": [3, 2]})
+    fig, axes = plt.subplots(2, 1, figsize=(9, 7.5), layout="constrained", gridspec_kw={"height_ratios": [3, 2]})
     ax = axes[0]
     for split, frame in sweep.groupby("split", sort=False):
         line = ax.plot(frame["alpha"], frame["accuracy"], marker="o", markersize=4, label=split)[0]
@@ -241,13 +243,13 @@ def main() -> None:
     ax.axhline(0.25, color="0.35", linestyle="--", label="chance (1/4)")
     ax.axvline(1.0, color="0.6", linewidth=0.8)
     ax.set_xscale("log")
-    ax.set_xticks(ALPHAS)
-    ax.set_xticklabels([f"{a:g}" for a in ALPHAS])
-    ax.set_xlabel("ScalingVis α (image-attention logits of the last prompt row × α; < 1 smooths, > 1 sharpens)")
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.set_xticks(ALPHAS, [f"{a:g}" for a in ALPHAS])
+    ax.set_xlabel("ScalingVis α: the last prompt row's image-attention logits × α (< 1 smooths, > 1 sharpens)")
     ax.set_ylabel("accuracy (95 % Wilson CI)")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)
-    ax.set_title("Accuracy vs α, per held-out split", fontsize=10)
+    ax.set_title(f"Accuracy vs α, per held-out split ({args.n} scenes each)", fontsize=10)
     ax = axes[1]
     names = list(adapt)
     ax.barh(range(len(names)), [adapt[k] for k in names], color=["0.6", "C0", "C0", "C3", "C3"])
@@ -260,24 +262,23 @@ def main() -> None:
     lo_x = max(0.0, min(adapt.values()) - 0.1)
     ax.set_xlim(lo_x, min(1.0, max(adapt.values()) + 0.08))
     ax.set_xlabel(f"accuracy on the {len(test)} test scenes (80 %)")
-    ax.set_title("AdaptVis vs fixed α (chosen on the 20 % validation part)", fontsize=10)
+    ax.set_title("AdaptVis vs fixed α (α, thresholds chosen on the 20 % validation part; pooled splits)", fontsize=10)
     savefig(fig, "vlm_spatial_alpha.png")
 
     # 4. cost: official two generations vs interp's cache reuse ------------------------------------
     timing = pooled[: args.timing_scenes]
-    new = 8
-    model.generation_config.eos_token_id = None  # fixed-length generations: the cost of decoding shows
+    new = 8  # a limit: every method stops at <eos> (after the one-word answer), as the official runs do
 
     def greedy(s):
         inputs = processor(images=s.image, text=s.prompt, return_tensors="pt")
         with torch.no_grad():
-            model.generate(**inputs, do_sample=False, max_new_tokens=new, min_new_tokens=new)
+            model.generate(**inputs, do_sample=False, max_new_tokens=new)
 
     def official(s):
         greedy(s)
         inputs = processor(images=s.image, text=s.prompt, return_tensors="pt")
         with torch.no_grad(), scale_image_attention(model, p.alpha_high):
-            model.generate(**inputs, do_sample=False, max_new_tokens=new, min_new_tokens=new)
+            model.generate(**inputs, do_sample=False, max_new_tokens=new)
 
     def ours(s):
         adaptvis_generate(model, processor, s.image, s.prompt, p.alpha_low, p.alpha_high, p.threshold,
@@ -288,7 +289,6 @@ def main() -> None:
              ("AdaptVis, interp (cache reuse)", ours))}  # fmt: skip
     results["cost_seconds_per_sample"] = cost | {"new_tokens": new, "scenes": len(timing)}
     print(json.dumps(cost, indent=1))
-    model.generation_config.eos_token_id = processor.tokenizer.eos_token_id
 
     # example figures: one correct and one incorrect answer, every head; which tokens look where ------------
     for label, want in (("correct", True), ("incorrect", False)):

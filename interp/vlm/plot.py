@@ -361,6 +361,28 @@ def plot_correctness_auroc(table: pd.DataFrame, ax=None, title: str | None = Non
     return ax
 
 
+def _centred_norm(values: np.ndarray, chance: float):
+    """A diverging norm whose white middle is the chance level (the data's own range on each side)."""
+    import matplotlib as mpl
+
+    low, high = float(np.nanmin(values)), float(np.nanmax(values))
+    if math.isfinite(chance) and low < chance < high:
+        return mpl.colors.TwoSlopeNorm(vmin=low, vcenter=chance, vmax=high)
+    if math.isfinite(chance):
+        span = max(abs(high - chance), abs(low - chance), 1e-12)
+        return mpl.colors.Normalize(vmin=chance - span, vmax=chance + span)
+    return mpl.colors.Normalize(vmin=low, vmax=high)
+
+
+def _chance_colorbar(ax, shown, label: str, chance: float, **kwargs) -> None:
+    """Colour bar with the chance level drawn as a black line (named in the bar's label, not over its ticks)."""
+    if math.isfinite(chance):
+        label = f"{label}\n(black line: chance {chance:.3g})"
+    bar = ax.figure.colorbar(shown, ax=ax, label=label, **kwargs)
+    if math.isfinite(chance):
+        bar.ax.axhline(chance, color="black", linewidth=2)
+
+
 def plot_head_summary(table: pd.DataFrame, metric: str = "mass", ax=None, title: str | None = None,
                       annotate: bool | None = None, cmap: str = "RdBu_r"):  # fmt: skip
     """Block × head heat-map of a metric's mean over samples, centred on its chance level.
@@ -373,7 +395,6 @@ def plot_head_summary(table: pd.DataFrame, metric: str = "mass", ax=None, title:
     Args:
         table: :func:`~interp.vlm.alignment_table` output with per-head rows.
     """
-    import matplotlib as mpl
 
     if metric not in table.columns:
         raise ValueError(f"table has no column {metric!r}; it has {list(table.columns)}")
@@ -385,19 +406,9 @@ def plot_head_summary(table: pd.DataFrame, metric: str = "mass", ax=None, title:
     chance = float(heads[chance_col].mean()) if chance_col in heads.columns else math.nan
     values = grid.to_numpy(dtype=float)
     ax = _axes(ax, (min(10.0, 1.6 + 0.45 * values.shape[1]), 1.2 + 0.4 * values.shape[0]))
-    low, high = np.nanmin(values), np.nanmax(values)
-    if math.isfinite(chance) and low < chance < high:
-        norm = mpl.colors.TwoSlopeNorm(vmin=low, vcenter=chance, vmax=high)
-    elif math.isfinite(chance):
-        span = max(abs(high - chance), abs(low - chance), 1e-12)
-        norm = mpl.colors.Normalize(vmin=chance - span, vmax=chance + span)
-    else:
-        norm = mpl.colors.Normalize(vmin=low, vmax=high)
+    norm = _centred_norm(values, chance)
     shown = ax.imshow(values, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
-    bar = ax.figure.colorbar(shown, ax=ax, fraction=0.05, pad=0.02, label=f"mean {metric}")
-    if math.isfinite(chance):
-        bar.ax.axhline(chance, color="black", linewidth=1.5)
-        bar.ax.text(1.05, chance, " chance", transform=bar.ax.get_yaxis_transform(), va="center", fontsize=7)
+    _chance_colorbar(ax, shown, f"mean {metric}", chance, fraction=0.05, pad=0.02)
     n_blocks, n_heads = values.shape
     ax.set_xticks(range(0, n_heads, max(1, math.ceil(n_heads / 16))))
     ax.set_xticklabels([str(grid.columns[i]) for i in range(0, n_heads, max(1, math.ceil(n_heads / 16)))])
@@ -422,7 +433,6 @@ def plot_query_alignment(table: pd.DataFrame, tokens: Sequence[str], metric: str
     trace (its samples are the query tokens, in order); the head-mean rows are used. ``tokens``:
     ``trace.query_tokens``.
     """
-    import matplotlib as mpl
 
     if metric not in table.columns:
         raise ValueError(f"table has no column {metric!r}; it has {list(table.columns)}")
@@ -436,17 +446,9 @@ def plot_query_alignment(table: pd.DataFrame, tokens: Sequence[str], metric: str
     chance_col = f"{metric}_chance"
     chance = float(rows[chance_col].mean()) if chance_col in rows.columns else math.nan
     ax = _axes(ax, (1.8 + 0.55 * values.shape[1], 0.8 + 0.22 * values.shape[0]))
-    low, high = np.nanmin(values), np.nanmax(values)
-    if math.isfinite(chance):
-        span = max(abs(high - chance), abs(low - chance), 1e-12)
-        norm = mpl.colors.Normalize(vmin=chance - span, vmax=chance + span)
-    else:
-        norm = mpl.colors.Normalize(vmin=low, vmax=high)
+    norm = _centred_norm(values, chance)
     shown = ax.imshow(values, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
-    bar = ax.figure.colorbar(shown, ax=ax, fraction=0.06, pad=0.03, label=f"{metric} (head mean)")
-    if math.isfinite(chance):
-        bar.ax.axhline(chance, color="black", linewidth=1.5)
-        bar.ax.text(1.05, chance, " chance", transform=bar.ax.get_yaxis_transform(), va="center", fontsize=7)
+    _chance_colorbar(ax, shown, f"{metric} (head mean)", chance, fraction=0.06, pad=0.03)
     ax.set_yticks(range(len(tokens)))
     ax.set_yticklabels([repr(t) if t.strip() != t or not t else t for t in tokens], fontsize=8)
     ax.set_xticks(range(values.shape[1]))
