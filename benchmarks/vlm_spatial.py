@@ -245,7 +245,7 @@ def main() -> None:
     ax.set_xscale("log")
     ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_xticks(ALPHAS, [f"{a:g}" for a in ALPHAS])
-    ax.set_xlabel("ScalingVis α: the last prompt row's image-attention logits × α (< 1 smooths, > 1 sharpens)")
+    ax.set_xlabel("ScalingVis α (last prompt row's image-attention logits × α; < 1 smooths, > 1 sharpens)", fontsize=9)
     ax.set_ylabel("accuracy (95 % Wilson CI)")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)
