@@ -54,6 +54,7 @@ class Layout:
     embed: str
     final_norm: str
     lm_head: str | None
+    pos_embed: str | None = None  # a learned absolute position embedding (GPT-2), added to the token embedding
 
 
 #: Known layouts, tried in order. Llama, Gemma (1-3), Qwen (2, 2.5, 3),
@@ -76,7 +77,7 @@ LAYOUTS: tuple[Layout, ...] = (
         "language_model.model.norm",
         "language_model.lm_head",
     ),
-    Layout("gpt2", "transformer", "transformer.h", "transformer.wte", "transformer.ln_f", "lm_head"),
+    Layout("gpt2", "transformer", "transformer.h", "transformer.wte", "transformer.ln_f", "lm_head", "transformer.wpe"),
     Layout(
         "gpt-neox",
         "gpt_neox",
@@ -87,7 +88,7 @@ LAYOUTS: tuple[Layout, ...] = (
     ),
     # Bare base models (e.g. ``LlamaModel``, ``GPT2Model``) passed directly.
     Layout("llama-base", "", "layers", "embed_tokens", "norm", None),
-    Layout("gpt2-base", "", "h", "wte", "ln_f", None),
+    Layout("gpt2-base", "", "h", "wte", "ln_f", None, "wpe"),
 )
 
 
@@ -207,6 +208,15 @@ class ModelAdapter:
     def block_layout(self) -> BlockLayout | None:
         """The :class:`BlockLayout` of the decoder blocks, or None for an unknown block family."""
         return next((b for b in BLOCK_LAYOUTS if b.matches(self.blocks[0])), None)
+
+    @property
+    def n_heads(self) -> int | None:
+        """Attention heads per block (the text config's ``num_attention_heads``), or None if unknown."""
+        config = getattr(self.model, "config", None)
+        if config is not None and hasattr(config, "get_text_config"):
+            config = config.get_text_config()
+        n = getattr(config, "num_attention_heads", None)
+        return n if isinstance(n, int) and n > 0 else None
 
     @property
     def family(self) -> str:
