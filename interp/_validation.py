@@ -4,6 +4,7 @@ Public functions take user input and either return it in canonical form or raise
 error that says what was wrong and how to fix it:
 
 * :func:`is_int` / :func:`check_int` -- an integer is a Python or NumPy integer, never a bool;
+* :func:`as_tensor` -- torch or numpy input as a floating (or bool) tensor;
 * :func:`as_float_tensor` -- a non-empty, finite floating tensor of an accepted rank;
 * :func:`check_texts` -- a list of valid-Unicode strings (not one string);
 * :func:`encode_labels` (sorted codes, as ``numpy.unique``) and :func:`first_appearance_codes`
@@ -23,6 +24,7 @@ import torch
 __all__ = [
     "is_int",
     "check_int",
+    "as_tensor",
     "as_float_tensor",
     "check_texts",
     "encode_labels",
@@ -46,6 +48,18 @@ def check_int(name: str, value, low: int | None = None, high: int | None = None,
     return int(value)
 
 
+def as_tensor(name: str, x, shape: str = "", allow_bool: bool = False) -> torch.Tensor:
+    """``x`` (torch or numpy) as a floating (or, with ``allow_bool``, bool) tensor; ``shape`` names it in errors."""
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor or numpy array {shape}".rstrip() + f", got {type(x).__name__}")
+    if not (x.dtype.is_floating_point or (allow_bool and x.dtype == torch.bool)):
+        kinds = "floating point (or bool)" if allow_bool else "floating point"
+        raise TypeError(f"{name} must be {kinds}, got {x.dtype}; cast it with .float()")
+    return x
+
+
 def as_float_tensor(name: str, x, shapes: dict[int, str] | None = None) -> torch.Tensor:
     """``x`` (torch or numpy) as a non-empty, finite floating tensor, or an error that says what is wrong.
 
@@ -53,12 +67,7 @@ def as_float_tensor(name: str, x, shapes: dict[int, str] | None = None) -> torch
     """
     shapes = shapes or {2: "[N, D]", 3: "[B, N, D]"}
     allowed = " or ".join(shapes.values())
-    if isinstance(x, np.ndarray):
-        x = torch.from_numpy(x)
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor or numpy array {allowed}, got {type(x).__name__}")
-    if not x.dtype.is_floating_point:
-        raise TypeError(f"{name} must be floating point, got {x.dtype}; cast it with .float()")
+    x = as_tensor(name, x, allowed)
     if x.ndim not in shapes:
         raise ValueError(f"{name} must be {allowed}, got shape {tuple(x.shape)}")
     if 0 in x.shape:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-__all__ = ["Activations"]
+__all__ = ["Activations", "as_pooled_stack"]
 
 
 @dataclass
@@ -82,3 +82,37 @@ class Activations:
             f"Activations({shape} {str(self.tensor.dtype).replace('torch.', '')}, pooling={self.pooling!r}, "
             f"layers={layer_text}, n_texts={self.n_texts}, model={self.model_name!r})"
         )
+
+
+def as_pooled_stack(
+    acts, name: str, consumer: str, allow_2d: bool = False
+) -> tuple[torch.Tensor, list[int], list | None, list | None]:
+    """The one "Activations or tensor" reader of the analysis packages.
+
+    Args:
+        acts: pooled :class:`Activations`, a tensor / array ``[n_layers, N, D]``, or (with
+            ``allow_2d``) ``[N, D]``, read as one layer.
+        name: the argument's name in errors.
+        consumer: what needs one vector per text, for the per-token error (e.g. ``"ILO"``).
+
+    Returns:
+        ``(x [n_layers, N, D], hidden-state index of each slice, labels, ids)``; a plain tensor's
+        slices are numbered ``0..n_layers-1`` and it carries no labels or ids (``None``).
+        Values are not checked here (the consumers' messages name their own requirements).
+    """
+    if isinstance(acts, Activations):
+        if acts.lengths is not None:
+            raise ValueError(
+                f"{name} has per-token states (pooling='none'); {consumer} needs one vector per text: "
+                "extract with pooling='mean' (or 'last')"
+            )
+        return acts.tensor, list(acts.layers), acts.labels, acts.ids
+    if not isinstance(acts, (torch.Tensor, np.ndarray)):
+        raise TypeError(f"{name} must be interp.Activations or a tensor, got {type(acts).__name__}")
+    x = torch.as_tensor(acts)
+    if allow_2d and x.ndim == 2:
+        x = x.unsqueeze(0)
+    if x.ndim != 3:
+        shapes = "[n_layers, N, D] or [N, D]" if allow_2d else "[n_layers, N, D]"
+        raise ValueError(f"{name} must be {shapes}, got shape {tuple(x.shape)}")
+    return x, list(range(x.shape[0])), None, None

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from interp._validation import check_texts
+from interp._validation import check_int, check_texts
 from interp.extraction.activations import Activations
 from interp.extraction.backends import check_backend, get_backend
 from interp.extraction.backends.base import input_device
@@ -276,10 +276,8 @@ def extract(
     texts = check_texts(texts)
     check_pooling(pooling)
     check_backend(backend)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
-        raise ValueError(f"shard_size must be a positive int, got {shard_size!r}")
+    batch_size = check_int("batch_size", batch_size, low=1)
+    shard_size = check_int("shard_size", shard_size, low=1)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
     padding_side = padding_side or getattr(tokenizer, "padding_side", None) or "right"

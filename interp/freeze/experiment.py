@@ -41,7 +41,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from interp._validation import check_texts
+from interp._validation import check_int, check_texts
 from interp.data.corpus import ParallelCorpus
 from interp.extraction.api import extract
 from interp.freeze.finetune import finetune
@@ -91,10 +91,8 @@ def train_heldout_split(
         if not 0 < n_train < 1:
             raise ValueError(f"a fractional n_train must be in (0, 1), got {n_train}")
         n_train = round(n_train * n_items)
-    if isinstance(n_train, bool) or not isinstance(n_train, int) or not 1 <= n_train <= n_items - 2:
-        raise ValueError(
-            f"n_train must leave at least 1 training item and 2 held-out items of the {n_items}, got {n_train!r}"
-        )
+    n_train = check_int("n_train", n_train, 1, n_items - 2,
+                        f" (at least 1 training item and 2 held-out items of the {n_items})")  # fmt: skip
     order = torch.randperm(n_items, generator=torch.Generator().manual_seed(seed)).tolist()
     train = sorted(order[:n_train])
     held = sorted(order[n_train:])

@@ -4,32 +4,19 @@ from __future__ import annotations
 
 import warnings
 
-import numpy as np
 import torch
 
 from interp._validation import first_appearance_codes, is_int
-from interp.extraction.activations import Activations
+from interp.extraction.activations import as_pooled_stack
 
 __all__ = ["check_inputs", "check_baselines", "check_scoring"]
 
 
 def check_inputs(acts, langs, ids) -> tuple[torch.Tensor, list[int], list, list | None]:
     """``(x [L, N, D], layers, langs, ids)`` from :func:`interp.ilo.score`'s arguments, or a clear error."""
-    if isinstance(acts, Activations):
-        x, layers = acts.tensor, list(acts.layers)
-        langs = acts.labels if langs is None else langs
-        ids = acts.ids if ids is None else ids
-        if acts.lengths is not None:
-            raise ValueError("ILO needs pooled activations (one vector per text); these have pooling='none'")
-    elif isinstance(acts, (torch.Tensor, np.ndarray)):
-        x = torch.as_tensor(acts)
-        if x.ndim == 2:
-            x = x.unsqueeze(0)
-        if x.ndim != 3:
-            raise ValueError(f"activations must be [n_layers, N, D] or [N, D], got shape {tuple(x.shape)}")
-        layers = list(range(x.shape[0]))
-    else:
-        raise TypeError(f"acts must be interp.Activations or a tensor, got {type(acts).__name__}")
+    x, layers, own_langs, own_ids = as_pooled_stack(acts, "acts", "ILO", allow_2d=True)
+    langs = own_langs if langs is None else langs
+    ids = own_ids if ids is None else ids
     if langs is None:
         raise ValueError("langs is required: one language label per point (or Activations with labels)")
     langs = list(langs)

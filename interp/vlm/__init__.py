@@ -1,12 +1,16 @@
 """Vision-language models: image-attention tracing, attention-to-object alignment, AdaptVis / ScalingVis.
 
-Data flow: :mod:`.geometry` (image tokens <-> patches <-> pixels, box masks) ->
-:mod:`.attention` (row-wise probes beside the model's SDPA kernel) -> :mod:`.trace`
-(``trace_image_attention``) and :mod:`.intervene` / :mod:`.adaptvis` (α-scaling of
-image-attention logits) -> :mod:`.alignment` (attention-to-box metrics) ->
-:mod:`.plot`; :mod:`.presets` holds the official α / threshold per dataset; :mod:`.datasets` /
-:mod:`.scoring` load and score WhatsUp / VSR, and
-:mod:`.scenes` draws synthetic scenes with known boxes.
+Three layers, each importing only the one before it:
+
+* **mechanism** (this folder): :mod:`.geometry` (image tokens <-> patches <-> pixels, box masks)
+  -> :mod:`.attention` (row-wise probes beside the model's SDPA kernel) -> :mod:`.trace`
+  (``trace_image_attention``) and :mod:`.intervene` / :mod:`.adaptvis` (α-scaling of
+  image-attention logits; :mod:`.presets` holds the official α / threshold per dataset);
+* **alignment** (:mod:`.alignment`): attention-to-box metrics of one map, then the tidy
+  per-sample × block × head table and its aggregates;
+* **eval** (:mod:`.eval`): WhatsUp / VSR loading and scoring, synthetic scenes with known boxes.
+
+:mod:`.plot` draws traces and alignment curves.
 """
 
 from interp._validation import renamed_attribute
@@ -22,33 +26,33 @@ from interp.vlm.alignment import (
     patch_auroc,
     pointing_game,
 )
-from interp.vlm.datasets import (
+from interp.vlm.eval import (
     VSR_OFFICIAL_RESIZE,
     VSR_PROMPT,
     SpatialDataset,
     SpatialSample,
+    SpatialScores,
+    SyntheticScene,
     load_spatial,
     load_vsr_judge,
-    official_split,
-    parse_options,
-)
-from interp.vlm.geometry import ImageGeometry, box_mask, image_token_id, image_token_spans
-from interp.vlm.intervene import scale_image_attention
-from interp.vlm.plot import plot_alignment_curves, plot_head_grid, plot_image_attention
-from interp.vlm.presets import ADAPTVIS_PRESETS, DATASET_NAMES, AdaptVisPreset, preset
-from interp.vlm.scenes import SyntheticScene, synthetic_scene, synthetic_scenes
-from interp.vlm.scoring import (
-    SpatialScores,
     official_correct,
+    official_split,
     official_yes_no,
     pair_set_accuracy,
+    parse_options,
     robust_correct,
     robust_prediction,
     robust_yes_no,
     score_vsr,
     score_whatsup,
+    synthetic_scene,
+    synthetic_scenes,
     yes_no_metrics,
 )
+from interp.vlm.geometry import ImageGeometry, box_mask, image_token_id, image_token_spans
+from interp.vlm.intervene import scale_image_attention
+from interp.vlm.plot import plot_alignment_curves, plot_head_grid, plot_image_attention
+from interp.vlm.presets import ADAPTVIS_PRESETS, DATASET_NAMES, AdaptVisPreset, preset
 from interp.vlm.trace import ImageAttention, trace_image_attention
 
 __all__ = [

@@ -318,7 +318,7 @@ def test_bad_input_errors(llama12, tok):
         freeze(model, modules=["model.nope"])
     with pytest.raises(ValueError, match="has no LM head"):
         freeze(model.model, lm_head=True)
-    with pytest.raises(ValueError, match="n_first must be a non-negative int"):
+    with pytest.raises(ValueError, match="n_first must be an int >= 0"):
         official_selective_freeze(model, n_first=-1)
     with pytest.raises(TypeError, match="unknown freezing option"):
         FreezeSpec.coerce({"layers": [1]})
@@ -330,7 +330,7 @@ def test_bad_input_errors(llama12, tok):
         finetune(model, tok, "one text", steps=1, progress=False)
     with pytest.raises(ValueError, match="fewer than 2 tokens"):
         finetune(model, tok, ["", ""], steps=1, progress=False)  # byte tokenizer: "" -> <bos> only
-    with pytest.raises(ValueError, match="steps must be a positive int"):
+    with pytest.raises(ValueError, match="steps must be an int >= 1"):
         finetune(model, tok, TRAIN, steps=0, progress=False)
     with pytest.raises(ValueError, match="lr must be a positive number"):
         finetune(model, tok, TRAIN, steps=1, lr=-1.0, progress=False)
@@ -345,7 +345,7 @@ def test_bad_input_errors(llama12, tok):
         run_experiment(model, tok, [], corpus, progress=False)
     with pytest.raises(KeyError, match="not in the corpus"):
         train_heldout_split(corpus, "deu_Latn")
-    with pytest.raises(ValueError, match="n_train must leave"):
+    with pytest.raises(ValueError, match="n_train must be an int with 1 <= n_train"):
         train_heldout_split(corpus, "fra_Latn", 5)
     assert _flags(model) == before
 

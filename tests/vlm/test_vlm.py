@@ -360,7 +360,7 @@ def test_batched_trace_equals_one_at_a_time(vlm, proc):
         assert one.query_positions == two.query_positions
         assert (one.patches - two.patches).abs().max() < 1e-6
         assert (one.image_share - two.image_share).abs().max() < 1e-6
-    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1"):
         trace_image_attention(vlm, proc, images, prompts, batch_size=0, progress=False)
 
 

@@ -17,15 +17,14 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from interp.vlm.datasets import (
+from interp.vlm.eval.datasets import (
     VSR_PROMPT,
     load_spatial,
     load_vsr_judge,
     official_split,
     parse_options,
 )
-from interp.vlm.presets import ADAPTVIS_PRESETS, preset
-from interp.vlm.scoring import (
+from interp.vlm.eval.scoring import (
     official_correct,
     official_yes_no,
     pair_set_accuracy,
@@ -36,6 +35,7 @@ from interp.vlm.scoring import (
     score_whatsup,
     yes_no_metrics,
 )
+from interp.vlm.presets import ADAPTVIS_PRESETS, preset
 
 PROMPTS = Path(__file__).resolve().parents[3] / "shared" / "data" / "whatsup_prompts"
 FILES = {

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from interp.vlm.datasets import SpatialDataset
+from interp.vlm.eval.datasets import SpatialDataset
 
 __all__ = [
     "SpatialScores",
