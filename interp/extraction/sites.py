@@ -77,6 +77,9 @@ __all__ = [
     "hidden_state_name",
     "parse_site_name",
     "is_pattern",
+    "resolve_layers",
+    "resolve_request",
+    "sort_forward",
 ]
 
 #: kinds of named sites (``"hidden"``: an integer hidden-state index; ``"module"``: a module path)
@@ -305,10 +308,60 @@ def _examples() -> list[str]:
     return ["'blocks.3.hook_resid_post'", "'blocks.3.attn.hook_pattern'", "'hook_embed'"]
 
 
-def _as_index(item) -> int:
+def _as_index(item, what: str = "site indices") -> int:
+    """``item`` as a Python int: ints and integer NumPy/torch scalars, never bools or floats."""
     if isinstance(item, bool) or str(getattr(item, "dtype", "")) in ("bool", "torch.bool"):
-        raise TypeError(f"site indices must be ints, got {item!r} (a bool)")
-    return operator.index(item)
+        raise TypeError(f"{what} must be ints, got {item!r} (a bool)")
+    try:
+        return operator.index(item)
+    except TypeError:
+        raise TypeError(f"{what} must be ints, got {item!r} ({type(item).__name__})") from None
+
+
+def resolve_layers(layers: str | int | Sequence[int], n_hidden_states: int) -> list[int]:
+    """Validate ``layers`` (``"all"``, an index or a list) against ``0..L``.
+
+    Negative indices count from the end (``-1`` = L, after the final norm).
+    Integer NumPy/torch scalars and arrays are accepted like ints and lists.
+    Returns sorted, de-duplicated non-negative indices.
+    """
+    if isinstance(layers, str):
+        if layers != "all":
+            hint = ""
+            if parse_site_name(layers) or any(ch in layers for ch in "*?[") or "." in layers:
+                hint = f"; {layers!r} is a site name: pass it as sites={layers!r} (layers are hidden-state indices)"
+            raise ValueError(f"layers must be 'all', an int or a list of ints, got {layers!r}{hint}")
+        return list(range(n_hidden_states))
+    scalar = getattr(layers, "ndim", None) == 0 or not isinstance(layers, Iterable)
+    items = [_as_index(item, "layer indices") for item in ([layers] if scalar else list(layers))]
+    if not items:
+        raise ValueError("layers is empty; pass 'all' or at least one hidden-state index")
+    out = set()
+    for item in items:
+        if not -n_hidden_states <= item < n_hidden_states:
+            raise IndexError(
+                f"layer index {item} is out of range: this model has hidden-state indices "
+                f"0..{n_hidden_states - 1} (0 = embeddings, {n_hidden_states - 1} = after the final norm)"
+            )
+        out.add(item % n_hidden_states)
+    return sorted(out)
+
+
+def resolve_request(adapter: ModelAdapter, layers=None, sites=None) -> list[Site]:
+    """The sites of an extraction: ``layers`` (hidden-state indices, sorted), then ``sites`` in their order.
+
+    With neither, every hidden state (``layers="all"``).
+    """
+    if layers is None and sites is None:
+        layers = "all"
+    out: dict[int | str, Site] = {}
+    if layers is not None:
+        for index in resolve_layers(layers, adapter.n_hidden_states):
+            name = hidden_state_name(index, adapter.n_blocks)
+            out[index] = _hidden_site(index, adapter, index, name, "hidden")
+    for site in resolve_sites(sites, adapter) if sites is not None else []:
+        out.setdefault(site.key, site)
+    return list(out.values())
 
 
 def _expand(spec, adapter: ModelAdapter) -> list[int | str]:

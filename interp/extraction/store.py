@@ -3,8 +3,8 @@
 Layout of a store directory::
 
     manifest.json             what is being extracted, and the committed shards
-    shard-00000.safetensors   texts [0, shard_size): "hidden" [n_layers, n, d_model]
-    shard-00001.safetensors   ...                    (+ "lengths" [n] for pooling="none")
+    shard-00000.safetensors   texts [0, shard_size): "hidden" [n_sites, n, *feature] (or one
+    shard-00001.safetensors   ...                    "site.{a}" per site), tokens (:mod:`.shards`)
     .lock                     held by the process writing the store (see below)
 
 Commit protocol (what makes ``kill -9`` safe): a shard is written to a
@@ -46,12 +46,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 from interp.extraction.activations import Activations
 from interp.extraction.fingerprint import describe_differences
 from interp.extraction.lock import LockHeld, WriterLock
+from interp.extraction.shards import read_shards
 
 __all__ = ["ActivationStore", "StoreError", "StoreLocked", "FORMAT"]
 
@@ -310,11 +310,17 @@ class ActivationStore:
         return len(manifest["committed"]), len(manifest["shards"])
 
     # -- reading ------------------------------------------------------------
-    def load(self, layers: list[int] | None = None, verify: bool = True) -> Activations:
-        """Read the whole store (or some hidden-state indices) into :class:`Activations`.
+    def load(
+        self, layers: list[int | str] | None = None, verify: bool = True, *, sites=None, lazy: bool = False
+    ) -> Activations:
+        """Read the whole store (or some sites) into :class:`Activations`.
 
-        ``verify=False`` skips re-hashing the shards; ``extract`` uses it for a store whose
-        shards it has just verified (resumed) or written itself.
+        ``layers`` / ``sites`` (either spelling) pick site keys (hidden-state indices or
+        names). ``lazy=True`` memory-maps the shards instead of reading them: nothing is
+        loaded until a site is indexed (``verify`` still hashes every shard first, reading
+        it once without keeping it). ``verify=False`` skips re-hashing the shards;
+        ``extract`` uses it for a store whose shards it has just verified (resumed) or
+        written itself.
 
         Raises:
             StoreError: shards missing (an unfinished run -- call ``extract``
@@ -330,29 +336,31 @@ class ActivationStore:
                 f"store {self.path} is incomplete: {len(missing)} of {n_shards} shards not committed "
                 f"(first: {missing[:5]}); run the same extract(..., store=...) call again to resume"
             )
-        all_layers = manifest["layers"]
-        wanted = all_layers if layers is None else list(layers)
-        unknown = [i for i in wanted if i not in all_layers]
+        if layers is not None and sites is not None:
+            raise TypeError("pass layers= or sites= (the same selection), not both")
+        all_sites = manifest["layers"]  # every site's key (ints: hidden-state indices)
+        wanted = all_sites if layers is None and sites is None else list(sites if sites is not None else layers)
+        unknown = [i for i in wanted if i not in all_sites]
         if unknown:
-            raise KeyError(f"hidden-state indices {unknown} are not in this store; it has {all_layers}")
-        rows = [all_layers.index(i) for i in wanted]
-        parts, lengths = [], []
+            raise KeyError(f"sites {unknown} are not in this store; it has {all_sites}")
+        paths = []
         for i in range(n_shards):
             path = self.shard_path(i)
             if not path.is_file() or (verify and _sha256(path) != manifest["committed"][str(i)]["sha256"]):
                 raise StoreError(f"shard {i} of {self.path} is missing or corrupt; re-run extract to recompute it")
-            with safe_open(str(path), framework="pt") as handle:
-                hidden = handle.get_tensor("hidden")
-                parts.append(hidden[rows] if rows != list(range(len(all_layers))) else hidden)
-                if "lengths" in handle.keys():  # noqa: SIM118 (safe_open has no __contains__)
-                    lengths.append(handle.get_tensor("lengths"))
+            paths.append(path)
+        rows, lengths, tokens = read_shards(paths, all_sites, wanted, lazy)
+        stacked = isinstance(rows, torch.Tensor)
         return Activations(
-            tensor=torch.cat(parts, dim=1),
-            layers=wanted,
+            tensor=rows if stacked else None,
+            values=None if stacked else rows,
+            sites=wanted,
             ids=manifest["ids"],
             labels=manifest["labels"],
             pooling=manifest["pooling"],
-            lengths=torch.cat(lengths) if lengths else None,
+            lengths=lengths,
             model_name=manifest["model_name"],
-            meta={"store": str(self.path)},
+            meta={"store": str(self.path), "lazy": lazy},
+            tokens=tokens,
+            n_hidden_states=manifest.get("n_hidden_states"),
         )

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from interp.models.interop import unwrap_model
+
 __all__ = ["Layout", "BlockLayout", "ModelAdapter", "LAYOUTS", "BLOCK_LAYOUTS", "get_adapter", "resolve_path"]
 
 
@@ -249,13 +251,16 @@ class ModelAdapter:
 def get_adapter(model: nn.Module) -> ModelAdapter:
     """Find where ``model``'s blocks, embedding, final norm and LM head live.
 
+    ``model`` may also be an nnsight ``LanguageModel`` or a TransformerLens
+    ``TransformerBridge``: the Hugging Face model inside is used
+    (:func:`interp.models.interop.unwrap_model`).
+
     Raises:
-        TypeError: ``model`` is not an ``nn.Module``.
+        TypeError: ``model`` is not an ``nn.Module`` or a known wrapper (the message says what to pass).
         ValueError: no known layout matches; the message lists the attribute
             paths that were looked for.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    model = unwrap_model(model)
     for layout in LAYOUTS:
         blocks = resolve_path(model, layout.blocks)
         if not isinstance(blocks, nn.ModuleList) or len(blocks) == 0:

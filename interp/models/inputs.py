@@ -22,7 +22,7 @@ import torch
 
 from interp._validation import is_int
 
-__all__ = ["Tokenized", "Batch", "tokenize", "plan_batches", "collate", "pad_id"]
+__all__ = ["Tokenized", "Batch", "tokenize", "plan_batches", "collate", "pad_id", "token_strings"]
 
 
 @dataclass(frozen=True)
@@ -98,3 +98,15 @@ def pad_id(tokenizer) -> int:
         if is_int(value):
             return int(value)
     return 0
+
+
+def token_strings(tokenizer, ids: list[int]) -> list[str]:
+    """Each token id decoded alone (TransformerLens' ``to_str_tokens``): ``" Paris"``, not ``"▁Paris"``.
+
+    A byte-level token that is part of a multi-byte character decodes to ``"\ufffd"``,
+    as it does in the tokenizer. Each distinct id is decoded once.
+    """
+    distinct = sorted(set(ids))
+    decoded = tokenizer.batch_decode([[i] for i in distinct], clean_up_tokenization_spaces=False)
+    lookup = dict(zip(distinct, decoded, strict=True))
+    return [lookup[i] for i in ids]

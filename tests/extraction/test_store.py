@@ -123,7 +123,7 @@ def test_store_roundtrip_none_pooling_and_layer_subset(llama, tok, tmp_path):
     assert disk.labels == ["x", "y", "z"]
     sub = ActivationStore(tmp_path / "s").load(layers=[4, 1])
     assert torch.equal(sub.tensor, mem.tensor[[4, 1]]) and sub.layers == [4, 1]
-    assert torch.equal(sub.tokens(2), mem.tokens(2)[[4, 1]])
+    assert torch.equal(sub.states(2), mem.states(2)[[4, 1]])
 
 
 # ----------------------------------------------------------------------------------------------------------------

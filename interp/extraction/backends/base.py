@@ -121,8 +121,9 @@ class Backend:
     #: whether attention patterns come from :func:`pattern_weights` (else the library computes them)
     probes_attention = True
 
-    def __init__(self, model: nn.Module, tokenizer, adapter: ModelAdapter, sites: list[Site]):
+    def __init__(self, model: nn.Module, tokenizer, adapter: ModelAdapter, sites: list[Site], bridge=None):
         self.model = model
+        self.bridge = bridge  # a TransformerBridge the user gave (its .original_model is ``model``), or None
         self.tokenizer = tokenizer
         self.adapter = adapter
         self.sites = list(sites)

@@ -70,9 +70,7 @@ class NNsightBackend(Backend):
         blocks = self._relative(self.adapter.layout.blocks)
         modules = sorted({self._cache_key(site) for site in self.sites})
         with self.envoy.trace(**inputs, use_cache=False) as tracer:
-            cache = tracer.cache(
-                modules=modules, device=None, include_inputs=any(s.io == "input" for s in self.sites)
-            )
+            cache = tracer.cache(modules=modules, device=None, include_inputs=any(s.io == "input" for s in self.sites))
             if self.stop_block is not None:
                 _walk(self.envoy, blocks)[self.stop_block].output  # noqa: B018 (reaching it is the point)
                 tracer.stop()

@@ -84,25 +84,10 @@ class TransformerLensBackend(Backend):
     probes_attention = False  # the bridge computes attention (eager) and has hook_pattern
 
     def open(self) -> None:
-        try:
-            from transformer_lens.model_bridge import TransformerBridge
-        except ImportError as err:  # pragma: no cover - a declared dependency
-            raise ImportError("backend='transformer_lens' needs transformer-lens>=4.3,<5") from err
-        if self.adapter.lm_head is None:
-            raise ValueError(
-                f"backend='transformer_lens' needs the full language model with its LM head, got the bare "
-                f"{type(self.model).__name__} (TransformerBridge cannot wrap it); pass the ...ForCausalLM model, "
-                "or use backend='hf' or 'nnsight', which work on bare models"
-            )
-        config = self.model.config
-        if not getattr(config, "architectures", None):
-            config.architectures = [type(self.model).__name__]  # restored by the guard
-        self._tmp = tempfile.TemporaryDirectory(prefix="interp-tl-")
-        config.save_pretrained(self._tmp.name)
-        tokenizer = copy.deepcopy(self.tokenizer)
-        tokenizer.init_kwargs["name_or_path"] = self._tmp.name
-        tokenizer.init_kwargs["add_bos_token"] = True
-        self.bridge = TransformerBridge.boot_transformers(self._tmp.name, hf_model=self.model, tokenizer=tokenizer)
+        self._tmp = None
+        self._own_bridge = self.bridge is None
+        if self._own_bridge:
+            self.bridge = self._boot()
         n_blocks = self.adapter.n_blocks
         hooks, self._handles = [], []
         for site in self.sites:
@@ -121,6 +106,28 @@ class TransformerLensBackend(Backend):
         self._hooks = self.bridge.hooks(fwd_hooks=hooks)
         self._hooks.__enter__()
 
+    def _boot(self):
+        """A bridge around the user's model (every change undone by the guard), offline."""
+        try:
+            from transformer_lens.model_bridge import TransformerBridge
+        except ImportError as err:  # pragma: no cover - a declared dependency
+            raise ImportError("backend='transformer_lens' needs transformer-lens>=4.3,<5") from err
+        if self.adapter.lm_head is None:
+            raise ValueError(
+                f"backend='transformer_lens' needs the full language model with its LM head, got the bare "
+                f"{type(self.model).__name__} (TransformerBridge cannot wrap it); pass the ...ForCausalLM model, "
+                "or use backend='hf' or 'nnsight', which work on bare models"
+            )
+        config = self.model.config
+        if not getattr(config, "architectures", None):
+            config.architectures = [type(self.model).__name__]  # restored by the guard
+        self._tmp = tempfile.TemporaryDirectory(prefix="interp-tl-")
+        config.save_pretrained(self._tmp.name)
+        tokenizer = copy.deepcopy(self.tokenizer)
+        tokenizer.init_kwargs["name_or_path"] = self._tmp.name
+        tokenizer.init_kwargs["add_bos_token"] = True
+        return TransformerBridge.boot_transformers(self._tmp.name, hf_model=self.model, tokenizer=tokenizer)
+
     def close(self) -> None:
         hooks, self._hooks = getattr(self, "_hooks", None), None
         for handle in getattr(self, "_handles", []):
@@ -129,8 +136,10 @@ class TransformerLensBackend(Backend):
             if hooks is not None:
                 hooks.__exit__(None, None, None)
         finally:
-            self.bridge = None
-            self._tmp.cleanup()
+            if getattr(self, "_own_bridge", False):
+                self.bridge = None
+            if getattr(self, "_tmp", None) is not None:
+                self._tmp.cleanup()
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> None:
         self.bridge(
