@@ -148,6 +148,18 @@ def _shard_tokens(tokens: list[Tokenized], rows: range, strings: list[list[str]]
     return ids, lengths, [t for r in rows for t in strings[r]]
 
 
+def _check_backend_for(backend: str | None, bridge) -> str:
+    """The backend to run: ``"hf"`` by default, ``"transformer_lens"`` for a ``TransformerBridge``."""
+    if bridge is None:
+        return check_backend(backend or "hf")
+    if backend not in (None, "transformer_lens"):
+        raise ValueError(
+            f"a TransformerBridge is read through its own hook points (backend='transformer_lens'), not "
+            f"backend={backend!r}: leave backend unset, or pass the Hugging Face model itself for 'hf' or 'nnsight'"
+        )
+    return "transformer_lens"
+
+
 def _check_sites_argument(sites, names_filter):
     if names_filter is None:
         return sites
@@ -162,7 +174,7 @@ def extract(
     texts: Sequence[str],
     layers: str | int | Sequence[int] | None = None,
     pooling: str = "mean",
-    backend: str = "hf",
+    backend: str | None = None,
     batch_size: int = 16,
     dtype: torch.dtype = torch.float32,
     progress: bool = True,
@@ -198,7 +210,9 @@ def extract(
         names_filter: TransformerLens' name for ``sites`` (a list, a glob or a callable).
         pooling: ``"mean"`` (all tokens incl. BOS, the official ILO choice),
             ``"mean_no_special"``, ``"last"`` or ``"none"`` (per token).
-        backend: ``"hf"`` (torch hooks), ``"transformer_lens"`` or ``"nnsight"``.
+        backend: ``"hf"`` (torch hooks; the default), ``"transformer_lens"``
+            or ``"nnsight"``. A ``TransformerBridge`` is read through its own hook
+            points: ``"transformer_lens"`` (its default, and the only choice).
         batch_size: texts per forward pass (length-sorted; results do not
             depend on it beyond float rounding).
         dtype: dtype of the returned tensors (pooling is always done in float32);
@@ -222,7 +236,8 @@ def extract(
     """
     texts = check_texts(texts)
     check_pooling(pooling)
-    check_backend(backend)
+    bridge = bridge_of(model)
+    backend = _check_backend_for(backend, bridge)
     batch_size = check_int("batch_size", batch_size, low=1)
     shard_size = check_int("shard_size", shard_size, low=1)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
@@ -230,7 +245,6 @@ def extract(
     padding_side = padding_side or getattr(tokenizer, "padding_side", None) or "right"
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
-    bridge = bridge_of(model)
     model = unwrap_model(model)
     adapter: ModelAdapter = get_adapter(model)
     site_list: list[Site] = resolve_request(adapter, layers, _check_sites_argument(sites, names_filter))
@@ -283,7 +297,7 @@ def extract(
                         )
                         if sink is not None:
                             shard_tokens = _shard_tokens(tokens, rows, strings)
-                            lengths = shard_tokens[1] if pooling == "none" else None
+                            lengths = shard_tokens[1].clone() if pooling == "none" else None
                             sink.commit(i, pack_shard(values, lengths, *shard_tokens))
                         else:
                             results.append(values)
