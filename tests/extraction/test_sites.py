@@ -170,7 +170,7 @@ def test_padded_view_and_mask(llama, tok):
                                   progress=False)  # fmt: skip
     assert pattern_acts.pattern(1, 1).shape == (4, lengths[1], lengths[1])
     with pytest.raises(ValueError, match="different shapes per row"):
-        interp.extract(llama, tok, TEXTS, sites=["blocks.0.attn.hook_z", 1], progress=False).tensor
+        _ = interp.extract(llama, tok, TEXTS, sites=["blocks.0.attn.hook_z", 1], progress=False).tensor
     pooled = interp.extract(llama, tok, TEXTS, sites=[1], progress=False)
     with pytest.raises(ValueError, match="needs pooling='none'"):
         pooled.padded()
