@@ -12,10 +12,11 @@ Importing interp has no side effects: nnsight and transformer_lens are only
 imported when their backend is used.
 """
 
-from interp import freeze, ilo, similarity
+from interp import freeze, ilo, patching, similarity
 from interp.extraction import Activations, ActivationStore, extract
 from interp.models import DEFAULT_MODEL, get_adapter, load_model
 from interp.neighbors import knn, neighbor_labels
+from interp.patching import patch, patching_sweep, run_with_patches
 from interp.version import __version__
 
 __all__ = [
@@ -30,5 +31,9 @@ __all__ = [
     "knn",
     "load_model",
     "neighbor_labels",
+    "patch",
+    "patching",
+    "patching_sweep",
+    "run_with_patches",
     "similarity",
 ]

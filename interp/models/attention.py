@@ -43,8 +43,6 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
 
 from interp.models.adapter import get_adapter, resolve_path
 
@@ -160,6 +158,14 @@ class AttentionCall:
         return torch.matmul(probs.to(self.value.dtype), repeat_kv(self.value, groups)).transpose(1, 2)
 
 
+def _registries():
+    """transformers' attention and mask registries (imported on first use: ``import interp`` stays light)."""
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
+
+    return ALL_ATTENTION_FUNCTIONS, AttentionInterface, ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+
+
 def _eager_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, softcap=None, **kwargs):
     """Plain eager attention (transformers' ``eager_attention_forward`` is per-model, not registered)."""
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
@@ -176,7 +182,7 @@ def _base_function(module: nn.Module) -> Callable:
     base_name = module.config._attn_implementation.removeprefix(PREFIX)
     if base_name == "eager":  # each model file defines its own eager function; use that one
         return getattr(sys.modules[type(module).__module__], "eager_attention_forward", _eager_attention)
-    return ALL_ATTENTION_FUNCTIONS[base_name]
+    return _registries()[0][base_name]
 
 
 def interposed_attention(
@@ -213,14 +219,15 @@ def interposed_attention(
 def register_interposer(base: str) -> str:
     """Register ``"interp+<base>"`` in transformers' attention and mask registries (idempotent)."""
     name = PREFIX + base
-    if base != "eager" and base not in ALL_ATTENTION_FUNCTIONS:
+    functions, interface, masks, mask_interface = _registries()
+    if base != "eager" and base not in functions:
         raise ValueError(f"attention implementation {base!r} is not registered in transformers' AttentionInterface")
-    if base not in ALL_MASK_ATTENTION_FUNCTIONS:
+    if base not in masks:
         raise ValueError(f"attention implementation {base!r} has no mask function; load the model with sdpa or eager")
-    if name not in ALL_ATTENTION_FUNCTIONS:
-        AttentionInterface.register(name, interposed_attention)
-    if name not in ALL_MASK_ATTENTION_FUNCTIONS:
-        AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[base])
+    if name not in functions:
+        interface.register(name, interposed_attention)
+    if name not in masks:
+        mask_interface.register(name, masks[base])
     return name
 
 
@@ -234,9 +241,10 @@ _ADDED: set[str] = set()
 def registered(base: str) -> Iterator[str]:
     """``"interp+<base>"`` registered for the duration (shared by overlapping contexts, then unregistered)."""
     name = PREFIX + base
+    functions, interface, masks, mask_interface = _registries()
     try:
         _USERS[name] += 1
-        if name not in ALL_ATTENTION_FUNCTIONS or name not in ALL_MASK_ATTENTION_FUNCTIONS:
+        if name not in functions or name not in masks:
             _ADDED.add(name)
         yield register_interposer(base)
     finally:
@@ -245,8 +253,8 @@ def registered(base: str) -> Iterator[str]:
             del _USERS[name]
             if name in _ADDED:  # transformers has no unregister: drop the class-wide entries themselves
                 _ADDED.discard(name)
-                AttentionInterface._global_mapping.pop(name, None)
-                AttentionMaskInterface._global_mapping.pop(name, None)
+                interface._global_mapping.pop(name, None)
+                mask_interface._global_mapping.pop(name, None)
 
 
 def attention_modules(model: nn.Module) -> list[nn.Module]:
