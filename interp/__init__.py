@@ -13,7 +13,7 @@ imported when their backend is used.
 """
 
 from interp import freeze, ilo, patching, similarity
-from interp.extraction import Activations, ActivationStore, extract
+from interp.extraction import Activations, ActivationStore, extract, extract_generate
 from interp.models import DEFAULT_MODEL, get_adapter, load_model
 from interp.neighbors import knn, neighbor_labels
 from interp.patching import patch, patching_sweep, run_with_patches
@@ -25,6 +25,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "__version__",
     "extract",
+    "extract_generate",
     "freeze",
     "get_adapter",
     "ilo",
