@@ -14,9 +14,10 @@ interp uses). Best of ``--repeats`` seconds for
 
 and the ratios to (b). The cases are interleaved (every case once per round, ``--repeats``
 rounds) and each keeps its best round, so a busy neighbour slows all of them alike; besides wall
-time each reports the CPU time of this process (``time.process_time``, all threads), which other
-processes on a shared machine disturb much less. Not a test: numbers go to docs/performance.md with
-the machine line.
+time each reports the CPU time of this process (``time.process_time``, all threads). On a shared
+machine both still move by tens of percent, so each case's floating-point work is also counted
+once (``torch.utils.flop_counter.FlopCounterMode``: matmuls, SDPA and convolutions), which does not
+depend on the machine at all. Not a test: numbers go to docs/performance.md with the machine line.
 
 usage: python benchmarks/attention_patterns.py [--data ../shared/data/udhr30.jsonl] [--n 64] [--batch-size 8]
 """
@@ -31,6 +32,7 @@ from pathlib import Path
 import torch
 from extract import DEFAULT_DATA, load_sentences
 from machine import describe
+from torch.utils.flop_counter import FlopCounterMode
 
 import interp
 from interp.extraction.backends.base import pattern_weights
@@ -103,6 +105,11 @@ def main() -> None:
         "(d) extract, every block's hook_pattern": lambda: extract("blocks.*.attn.hook_pattern"),
         "(e) extract, blocks.9.attn.hook_pattern": lambda: extract("blocks.9.attn.hook_pattern"),
     }
+    flops = {}
+    for name, fn in cases.items():
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        flops[name] = counter.get_total_flops() / 1e9
     wall, cpu = dict.fromkeys(cases, float("inf")), dict.fromkeys(cases, float("inf"))
     for round_ in range(args.repeats):
         for name, fn in cases.items():
@@ -113,10 +120,11 @@ def main() -> None:
         print(f"round {round_ + 1}: wall " + ", ".join(f"{v:.2f}" for v in wall.values())
               + "; cpu " + ", ".join(f"{v:.2f}" for v in cpu.values()), flush=True)  # fmt: skip
     base, base_cpu = wall["(b) eager forward, output_attentions=True"], cpu["(b) eager forward, output_attentions=True"]
-    print(f"{'':45s} {'wall':>8s}   {'of (b)':>6s}   {'cpu':>8s}   {'of (b)':>6s}")
+    base_flops = flops["(b) eager forward, output_attentions=True"]
+    print(f"{'':45s} {'wall s':>8s} {'of (b)':>7s} {'cpu s':>8s} {'of (b)':>7s} {'GFLOP':>8s} {'of (b)':>7s}")
     for name in cases:
-        w, c = wall[name], cpu[name]
-        print(f"{name:45s} {w:8.3f}   {w / base:5.2f}x   {c:8.3f}   {c / base_cpu:5.2f}x")
+        w, c, f = wall[name], cpu[name], flops[name]
+        print(f"{name:45s} {w:8.3f} {w / base:6.2f}x {c:8.3f} {c / base_cpu:6.2f}x {f:8.2f} {f / base_flops:6.3f}x")
 
 
 if __name__ == "__main__":

@@ -11,11 +11,11 @@ sites of generated tokens.
 """
 
 from interp.extraction.activations import Activations, TokenTable
-from interp.extraction.api import extract, resolve_layers
+from interp.extraction.api import extract
 from interp.extraction.backends import BACKENDS
 from interp.extraction.generate import Generation, extract_generate
 from interp.extraction.pooling import POOLINGS
-from interp.extraction.sites import SITE_KINDS, Site, resolve_sites, vocabulary
+from interp.extraction.sites import SITE_KINDS, Site, resolve_layers, resolve_sites, vocabulary
 from interp.extraction.store import ActivationStore, StoreError
 
 __all__ = [

@@ -41,7 +41,7 @@ import torch
 
 from interp.extraction.sites import hidden_index_of
 
-__all__ = ["Activations", "TokenTable", "as_pooled_stack"]
+__all__ = ["Activations", "TokenTable", "as_pooled_stack", "text_span"]
 
 
 @dataclass(frozen=True)
@@ -54,9 +54,13 @@ class TokenTable:
     strings: list[str] | None = None
 
     def span(self, text: int) -> slice:
-        offsets = torch.cumsum(self.lengths, 0) - self.lengths
-        start = int(offsets[text])
-        return slice(start, start + int(self.lengths[text]))
+        return text_span(self.lengths, text)
+
+
+def text_span(lengths: torch.Tensor, text: int) -> slice:
+    """The rows of text ``text`` when texts of ``lengths`` rows each are concatenated."""
+    start = int(lengths[:text].sum())
+    return slice(start, start + int(lengths[text]))
 
 
 def _key_index(key) -> int | None:
@@ -213,11 +217,6 @@ class Activations:
         if self.lengths is None:
             raise ValueError(f"{what} needs pooling='none'; these activations are pooled ({self.pooling!r})")
 
-    def _span(self, text: int) -> slice:
-        offsets = torch.cumsum(self.lengths, 0) - self.lengths
-        start = int(offsets[text])
-        return slice(start, start + int(self.lengths[text]))
-
     def _check_text(self, text: int) -> int:
         index = _key_index(text)
         if index is None or not -self.n_texts <= index < self.n_texts:
@@ -231,7 +230,7 @@ class Activations:
         ``[n_sites, n_tokens, *feature]`` (they must share a feature shape).
         """
         self._per_token("states()")
-        span = self._span(self._check_text(text))
+        span = text_span(self.lengths, self._check_text(text))
         if site is not None:
             return self[site][span]
         return self.tensor[:, span]
@@ -254,10 +253,8 @@ class Activations:
 
     def pattern(self, text: int, block: int) -> torch.Tensor:
         """Attention of text ``text`` in decoder block ``block``: ``[n_heads, q, k]`` (``pooling="none"``)."""
-        site = f"blocks.{block}.attn.hook_pattern"
-        n = int(self.lengths[self._check_text(text)]) if self.lengths is not None else None
-        rows = self.states(text, site)  # [q, H, K]
-        return rows[:, :, :n].transpose(0, 1)
+        rows = self.states(text, f"blocks.{block}.attn.hook_pattern")  # [q, H, K]
+        return rows[:, :, : rows.shape[0]].transpose(0, 1)
 
     def padded(self, sites: Sequence[int | str] | None = None, fill: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
         """Every text right-padded to the longest: ``([n_sites, n_texts, max_len, *feature], mask [n_texts, max_len])``.

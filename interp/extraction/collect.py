@@ -22,24 +22,29 @@ def align_keys(pattern: torch.Tensor, attention_mask: torch.Tensor, width: int) 
     """``[B, T, H, T]`` attention with keys in batch columns -> ``[B, T, H, width]`` with keys in text positions.
 
     Key ``k`` of a row becomes the row's ``k``-th real token whatever the
-    padding side; keys past a text's length are 0.
+    padding side (a row's real tokens are contiguous, as :func:`~interp.models.inputs.collate`
+    pads); keys past a text's length are 0.
     """
     B, T, H, _ = pattern.shape
     real = attention_mask.to(pattern.device).bool()
-    out = pattern.new_zeros(B, T, H, width)
-    for b in range(B):
-        keys = real[b].nonzero().squeeze(1)
-        out[b, :, :, : keys.numel()] = pattern[b][:, :, keys]
-    return out
+    first = real.int().argmax(dim=1)  # [B]: column of each row's first real token
+    keys = torch.arange(width, device=pattern.device)
+    columns = (first[:, None] + keys[None, :]).clamp(max=T - 1)  # [B, width]
+    gathered = pattern.gather(3, columns[:, None, None, :].expand(B, T, H, width))
+    inside = keys[None, :] < real.sum(dim=1, keepdim=True)  # [B, width]
+    return torch.where(inside[:, None, None, :], gathered, 0.0)
 
 
-def check_fits(site: Site, values: torch.Tensor, dtype: torch.dtype) -> None:
+def check_fits(site: Site, values: torch.Tensor | list[torch.Tensor], dtype: torch.dtype) -> None:
     """Refuse to cast finite float32 states that overflow ``dtype`` (silent inf otherwise).
 
     Gemma-style residual streams reach ~1e5, past float16's 65504.
     """
     limit = torch.finfo(dtype).max
-    if limit >= torch.finfo(torch.float32).max or not values.numel():
+    if limit >= torch.finfo(torch.float32).max:
+        return
+    values = torch.cat(values) if isinstance(values, list) else values
+    if not values.numel():
         return
     peak = values.abs().nan_to_num(nan=0.0, posinf=0.0).amax().item()
     if peak > limit:
@@ -81,7 +86,7 @@ def run_shard(
             if site.is_pattern:
                 values = align_keys(values, mask, key_width)
             out = pool(values, mask, special, pooling)
-            check_fits(site, torch.cat(out) if isinstance(out, list) else out, dtype)
+            check_fits(site, out, dtype)
             per_site.append(out)
         for b, row in enumerate(batch_rows):
             pooled[row] = [site_out[b].to("cpu", dtype) for site_out in per_site]

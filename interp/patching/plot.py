@@ -10,12 +10,19 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
+from interp.extraction.sites import parse_site_name
+
 __all__ = ["plot_patching"]
 
 
-def _site_label(site) -> str:
-    text = str(site)
-    return text.replace("blocks.", "").replace(".hook_", " ").replace("attn.", "attn ")
+def _row_labels(sites: list) -> tuple[list[str], str]:
+    """Tick labels and axis label: block numbers when every row is the same kind of site in a block."""
+    parsed = [parse_site_name(s) if isinstance(s, str) else None for s in sites]
+    kinds = {p[0] for p in parsed if p is not None}
+    if all(p is not None and p[1] is not None for p in parsed) and len(kinds) == 1:
+        suffix = str(sites[0]).split(".", 2)[2]
+        return [str(p[1]) for p in parsed], f"block i of blocks.i.{suffix}"
+    return [str(s) for s in sites], "patched site"
 
 
 def plot_patching(result, ax=None, title: str | None = None):
@@ -33,9 +40,10 @@ def plot_patching(result, ax=None, title: str | None = None):
     positions = list(wide.columns)
     labels = [f"{repr(result.tokens[p])[1:-1]} ({p})" for p in positions]
     ax.set_xticks(range(n_cols), labels, rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(range(n_rows), [_site_label(s) for s in wide.index], fontsize=8)
+    labels_y, ylabel = _row_labels(list(wide.index))
+    ax.set_yticks(range(n_rows), labels_y, fontsize=8)
     ax.set_xlabel("position (clean token)")
-    ax.set_ylabel("patched site")
+    ax.set_ylabel(ylabel)
     ax.set_title(title or f"activation patching: clean {result.clean:.2f}, corrupted {result.corrupted:.2f}",
                  fontsize=10)  # fmt: skip
     fig.colorbar(image, ax=ax, shrink=0.85, label="restored (0 = corrupted, 1 = clean)")
