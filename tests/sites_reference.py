@@ -239,13 +239,19 @@ class _BlockEdit:
         return self.edit(path if name == key else f"{self.prefix}.{name}", value)
 
 
-@torch.no_grad()
-def reference_forward(model, ids: list[int], edit=_same, vocab: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+def reference_forward(
+    model, ids: list[int], edit=_same, vocab: torch.Tensor | None = None, grad: bool = False
+) -> dict[str, torch.Tensor]:
     """The float64 forward from the embeddings, every site through ``edit(full site name, value)``.
 
     Returns the sites (as :func:`reference_sites` names them) and ``"logits"`` ``[T, n]``
-    (``vocab``: only those rows of the LM head).
+    (``vocab``: only those rows of the LM head). ``grad=True`` keeps the autograd graph.
     """
+    with torch.set_grad_enabled(grad):
+        return _forward(model, ids, edit, vocab)
+
+
+def _forward(model, ids, edit, vocab) -> dict[str, torch.Tensor]:
     fam, blocks, final = _parts(model)
     embeddings = _embeddings(model, ids)
     out = {name: edit(name, value) for name, value in embeddings.items()}

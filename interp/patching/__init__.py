@@ -7,7 +7,8 @@ function) -> :mod:`.hooks` writes them with torch hooks, or for attention
 patterns an attention hook (:mod:`interp.models.attention`), at the selected
 positions and heads, inside :func:`interp.models.guard.preserved` ->
 :mod:`.sweep` runs the activation-patching recipe over sites x positions into
-a tidy table and :mod:`.plot` draws it.
+a tidy table and :mod:`.plot` draws it; :mod:`.attribute` takes gradients at
+the same sites (gradient × activation, attribution patching).
 
 Example::
 
@@ -22,6 +23,7 @@ Example::
     result.plot()
 """
 
+from interp.patching.attribute import Attribution, attribute
 from interp.patching.hooks import patch, run_with_patches
 from interp.patching.ops import Add, Apply, Mean, Patch, Replace, Zero, add, apply, as_patch, mean, replace, zero
 from interp.patching.sweep import PatchingResult, answer_token, patching_sweep
@@ -29,6 +31,7 @@ from interp.patching.sweep import PatchingResult, answer_token, patching_sweep
 __all__ = [
     "Add",
     "Apply",
+    "Attribution",
     "Mean",
     "Patch",
     "PatchingResult",
@@ -38,6 +41,7 @@ __all__ = [
     "answer_token",
     "apply",
     "as_patch",
+    "attribute",
     "mean",
     "patch",
     "patching_sweep",

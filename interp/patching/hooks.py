@@ -157,8 +157,11 @@ class ResidMidWriter:
         attn_out = output if isinstance(output, torch.Tensor) else output[0]
         mid = self.resid_pre + attn_out
         new_mid = self.patcher.edit(mid).to(mid.dtype)
-        new_attn_out = torch.where(new_mid != mid, new_mid - self.resid_pre, attn_out)
-        self.resid_pre = None
+        changed = new_mid != mid
+        self.resid_pre, resid_pre = None, self.resid_pre
+        if not bool(changed.any()):
+            return output
+        new_attn_out = torch.where(changed, new_mid - resid_pre, attn_out)
         return new_attn_out if isinstance(output, torch.Tensor) else (new_attn_out, *output[1:])
 
 
