@@ -7,6 +7,8 @@ nnsight) feed analysis modules. Start with::
     model, tok = interp.load_model()          # embedded offline Gemma 3 270M
     acts = interp.extract(model, tok, ["Hello.", "Bonjour."])
     acts.tensor.shape                          # [19 layers, 2 texts, 640]
+    interp.extract(model, tok, ["Hello."], sites="blocks.*.attn.hook_pattern", pooling="none")
+    with interp.patch(model, {"blocks.3.hook_mlp_out": "zero"}): ...   # docs/sites.md
 
 Importing interp has no side effects: nnsight and transformer_lens are only
 imported when their backend is used.
