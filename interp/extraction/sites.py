@@ -76,10 +76,8 @@ __all__ = [
     "hidden_index_of",
     "hidden_state_name",
     "parse_site_name",
-    "is_pattern",
     "resolve_layers",
     "resolve_request",
-    "sort_forward",
 ]
 
 #: kinds of named sites (``"hidden"``: an integer hidden-state index; ``"module"``: a module path)
@@ -151,23 +149,6 @@ class Site:
         if self.n_heads is not None:
             return canonical.reshape(*canonical.shape[:2], -1)
         return canonical
-
-    def order(self, n_blocks: int) -> tuple[int, int]:
-        """Position in the forward pass (for sorting): embeddings, blocks in order, final norm, modules."""
-        if self.kind in ("embed", "pos_embed"):
-            return (-1, 0)
-        if self.kind == "ln_final" or self.hidden_index == n_blocks:
-            return (n_blocks, 0)
-        if self.kind == "hidden":
-            return (self.hidden_index, 0) if self.hidden_index == 0 else (self.hidden_index - 1, len(_BLOCK_ORDER))
-        if self.block is not None and self.kind != "module":
-            return (self.block, _BLOCK_ORDER.index(self.kind))
-        return (n_blocks + 1, 0)
-
-
-def is_pattern(name: int | str) -> bool:
-    """Whether a site key names an attention pattern."""
-    return isinstance(name, str) and name.endswith("attn.hook_pattern")
 
 
 def hidden_state_name(index: int, n_blocks: int) -> str:
@@ -422,8 +403,3 @@ def resolve_sites(spec: int | str | Sequence | Callable[[str], bool], adapter: M
             site = _named_site(item, *parsed, adapter) if parsed else _module_site(item, adapter)
         sites.setdefault(site.key, site)
     return list(sites.values())
-
-
-def sort_forward(sites: Iterable[Site], n_blocks: int) -> list[Site]:
-    """Sites in forward order (stable for sites at the same point)."""
-    return sorted(sites, key=lambda s: s.order(n_blocks))
