@@ -131,10 +131,9 @@ def resume_shard_size(path: Path, requested: int) -> int:
         manifest = ActivationStore(path).manifest()
     except StoreError:
         return requested
-    if manifest is None or not manifest.get("shards"):
+    if manifest is None or manifest.get("complete"):
         return requested
-    start, stop = manifest["shards"][0]
-    size = stop - start
+    size = manifest.get("fingerprint", {}).get("shard_size", requested)
     if size != requested:
         print(f"resuming the cached extraction in its own shards of {size} texts (--shard-size {requested} "
               "applies to new extractions)")  # fmt: skip

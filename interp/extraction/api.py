@@ -164,7 +164,7 @@ def _run_shard(
         _check_fits(per_layer, layers, dtype)
         for b, row in enumerate(batch_rows):
             pooled[row] = [layer_out[b].to("cpu", dtype) for layer_out in per_layer]
-        bar.update(len(batch_rows))
+        bar.update(sum(lengths[r] for r in batch_rows))  # tokens: what a batch costs, so the ETA holds
     ordered = [pooled[r] for r in rows]
     if pooling == "none":
         hidden = torch.stack([torch.cat([text[a] for text in ordered]) for a in range(len(layers))])
@@ -318,8 +318,11 @@ def extract(
         results: list[dict[str, torch.Tensor]] = []
         pad = pad_id(tokenizer)
         lengths = [len(t.input_ids) for t in tokens]
-        total = sum(len(shard_ranges[i]) for i in todo)
-        with tqdm(total=total, disable=not progress or total == 0, desc=f"extract[{backend}]", unit="text") as bar:
+        # progress in tokens, not texts: batches run longest first and languages differ in length, so a
+        # count of texts would make the first ETA far too long (and the last far too short)
+        total = sum(lengths[r] for i in todo for r in shard_ranges[i])
+        with tqdm(total=total, disable=not progress or total == 0, desc=f"extract[{backend}]", unit="tok",
+                  unit_scale=True) as bar:  # fmt: skip
             if todo:
                 with get_backend(backend)(model, tokenizer, adapter, layer_ids) as runner:
                     for i in todo:
