@@ -56,6 +56,7 @@ def run_ilo_job(
     max_length: int | None = None,
     dtype: str = "float32",
     cache: bool = True,
+    figures: bool = True,
 ) -> dict:
     """Run the ILO job; return the manifest (also written to ``out/manifest.json``) with the ``result``.
 
@@ -117,7 +118,7 @@ def run_ilo_job(
                  "metric": metric, "layers": layers, "pooling": pooling, "backend": backend,
                  "batch_size": batch_size, "shard_size": shard_size, "max_length": max_length, "dtype": dtype,
                  "device": device, "null": null, "bootstrap": bootstrap, "compat": compat, "cache": cache,
-                 "world_size": world, "device_map": device_map}  # fmt: skip
+                 "world_size": world, "device_map": device_map, "figures": figures}  # fmt: skip
     context = {"model": model, "corpus": _corpus_name(data), "n_langs": corpus.n_langs, "n_items": corpus.n_items}
     fields = {
         "layers_scored": [int(layer) for layer in result.layers],
@@ -135,7 +136,7 @@ def run_ilo_job(
         },
     }
     with publish(out) as staging:
-        outputs = _write_outputs(staging, result, context)
+        outputs = _write_outputs(staging, result, context, figures)
         manifest = write_manifest(staging, run_manifest("ilo", arguments, outputs, started, timings, **fields))
     return manifest | {"result": result}
 
@@ -188,8 +189,8 @@ FILES = {
 }
 
 
-def _write_outputs(staging: Path, result, context: dict) -> list[str]:
-    """ILO's tables, figures and README, written into ``staging``; returns their file names."""
+def _write_outputs(staging: Path, result, context: dict, figures: bool = True) -> list[str]:
+    """ILO's tables, figures (unless ``figures=False``) and README, written into ``staging``; returns their names."""
     import matplotlib.pyplot as plt
     import pandas as pd
 
@@ -209,7 +210,7 @@ def _write_outputs(staging: Path, result, context: dict) -> list[str]:
         staging / "cooccurrence.csv", index=False
     )
     where = f"{context['model']} · {context['corpus']}, {context['n_langs']} languages × {context['n_items']} items"
-    figures = {  # name: (function, its column argument or None)
+    drawings = {  # name: (function, its column argument or None)
         "ilo_layers.png": (plot.plot_ilo_layers, "ilo"),
         "ilo_heatmap.png": (plot.plot_ilo_heatmap, "ilo"),
         "cooccurrence.png": (plot.plot_cooccurrence, None),
@@ -217,11 +218,13 @@ def _write_outputs(staging: Path, result, context: dict) -> list[str]:
         **{f"{column}.png": (plot.plot_ilo_layers, column) for column in ("translation_share", "topic_share")
            if column in result.table},
     }  # fmt: skip
-    for name, (draw, column) in figures.items():
+    if not figures:
+        drawings = {}
+    for name, (draw, column) in drawings.items():
         figure = draw(result, column, context=where) if column else draw(result, context=where)
         figure.savefig(staging / name, dpi=100)
         plt.close(figure)
-    outputs = ["ilo_table.csv", "ilo_by_layer.csv", "cooccurrence.csv", *figures]
+    outputs = ["ilo_table.csv", "ilo_by_layer.csv", "cooccurrence.csv", *drawings]
     (staging / "README.md").write_text(_readme(result, where, outputs, list(table.columns)), encoding="utf-8")
     return [*outputs, "README.md"]
 
@@ -274,7 +277,7 @@ def run_ilo(args: argparse.Namespace) -> int:
         null=args.null, bootstrap=args.bootstrap, compat=args.compat,
         distributed=args.distributed, device_map=args.device_map, timeout_s=args.timeout,
         shard_size=args.shard_size, max_length=args.max_length, dtype=args.dtype, cache=args.cache,
-        progress=args.progress,
+        progress=args.progress, figures=args.figures,
     )  # fmt: skip
     result = manifest.pop("result")
     if manifest.get("rank", 0) != 0:
@@ -311,6 +314,7 @@ def add_parser(subparsers) -> None:
     ilo.add_argument("--bootstrap", type=int, default=0, help="item resamples for 95%% CIs (0: none)")
     ilo.add_argument("--compat", action="store_true", help="official positional self-drop")
     ilo.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    ilo.add_argument("--no-figures", dest="figures", action="store_false", help="tables and README only")
     ilo.add_argument("--distributed", action="store_true",
                      help="under torchrun: shard texts and kNN over the ranks (docs/scaling.md)")  # fmt: skip
     ilo.add_argument("--device-map", default=None, help="e.g. 'auto': split one model over this process's GPUs")

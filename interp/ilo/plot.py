@@ -112,45 +112,74 @@ def plot_ilo_layers(result, column: str = "ilo", context: str | None = None, ax=
     n_panels = len(groups) + 1
     n_cols = min(4, n_panels)
     n_rows = math.ceil(n_panels / n_cols)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.0 * n_cols, 2.45 * n_rows + 0.6), sharex=True, sharey=True,
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.1 * n_cols, 2.5 * n_rows + 0.9), sharex=True, sharey=True,
                              layout="constrained", squeeze=False)  # fmt: skip
     flat = axes.ravel()
     mean = pivot.mean(0).to_numpy()
     first = flat[0]
-    first.fill_between(layers, pivot.min(0), pivot.max(0), color="grey", alpha=0.25, lw=0, label="range over languages")
-    first.plot(layers, mean, color="black", lw=2.2, label=f"mean of {len(pivot)}")
+    first.fill_between(layers, pivot.min(0), pivot.max(0), color="grey", alpha=0.25, lw=0)
+    first.plot(layers, mean, color="black", lw=2.2)
+    _label_ends(first, layers, [mean], [f"mean of {len(pivot)}"], ["black"], ylim)
+    first.text(0.03, 0.03, "band: range over languages", transform=first.transAxes, fontsize=7, color="0.35")
     first.set_title("all languages", fontsize=9)
+    colours = plt.get_cmap("tab10")
     for panel, (family, members) in zip(flat[1:], groups, strict=False):
-        colours = plt.get_cmap("tab10")
-        for i, code in enumerate(members):
-            tag = _short(code) if family != OTHER_FAMILY else f"{_short(code)} ({_family_of(code)})"
-            panel.plot(layers, pivot.loc[code], color=colours(i % 10), lw=1.3, label=tag)
-        panel.plot(layers, mean, color="black", lw=1, alpha=0.5, ls=":", label="all-language mean")
+        lines = [pivot.loc[code].to_numpy() for code in members]
+        tones = [colours(i % 10) for i in range(len(members))]
+        for line, tone in zip(lines, tones, strict=True):
+            panel.plot(layers, line, color=tone, lw=1.3)
+        panel.plot(layers, mean, color="black", lw=1, alpha=0.6, ls=":")
+        names = [_short(code) if family != OTHER_FAMILY else f"{_short(code)} ({_family_of(code)})" for code in members]
+        _label_ends(panel, layers, lines, names, tones, ylim)
         panel.set_title(f"{family} ({len(members)})" if family != OTHER_FAMILY else "other families", fontsize=9)
     for panel in flat[:n_panels]:
         if reference is not None:
-            panel.plot(layers, np.broadcast_to(reference, layers.shape), "k--", lw=0.9, label=ref_label)
+            panel.plot(layers, np.broadcast_to(reference, layers.shape), "k--", lw=0.9)
         panel.set_ylim(*ylim)
         panel.grid(alpha=0.25, lw=0.5)
         panel.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=6))
-        if legend:
-            panel.legend(fontsize=6, frameon=False, loc="best", handlelength=1.4, labelspacing=0.25)
     for panel in flat[n_panels:]:
         panel.set_visible(False)
     for panel in axes[-1]:
         panel.set_xlabel("hidden state (0 = emb.)", fontsize=8)
     for panel in axes[:, 0]:
         panel.set_ylabel(label, fontsize=8)
+    if legend:
+        keys = [plt.Line2D([], [], color="black", lw=1, ls=":", alpha=0.6, label="all-language mean")]
+        if reference is not None:
+            keys.append(plt.Line2D([], [], color="black", lw=0.9, ls="--", label=ref_label))
+        fig.legend(handles=keys, loc="outside lower center", ncol=len(keys), fontsize=8, frameon=False)
     fig.suptitle(_title(result, f"{label} per layer, by language family", context), fontsize=10)
     return fig
 
 
-def _family_bands(ax, codes: list[str], axis: str = "y") -> None:
+def _label_ends(ax, x, lines, names, colours, ylim, gap: float = 0.075) -> None:
+    """Write each line's name at its right end, nudged apart so no two names overlap.
+
+    ``gap`` is the least vertical distance between two names, as a share of the y range.
+    """
+    span = ylim[1] - ylim[0]
+    ends = [float(line[-1]) for line in lines]
+    order = sorted(range(len(ends)), key=lambda i: ends[i])
+    placed: list[float] = []
+    for i in order:
+        y = max(ends[i], placed[-1] + gap * span) if placed else ends[i]
+        placed.append(y)
+    overflow = placed[-1] - (ylim[1] - 0.02 * span) if placed else 0
+    if overflow > 0:  # push the stack down, keeping the gaps, but not below the axis
+        placed = [max(y - overflow, ylim[0] + gap * span * k) for k, y in enumerate(placed)]
+    for i, y in zip(order, placed, strict=True):
+        ax.annotate(names[i], xy=(x[-1], ends[i]), xytext=(x[-1] + 0.04 * (x[-1] - x[0] or 1), y),
+                    fontsize=7.5, color=colours[i], va="center", ha="left", annotation_clip=False)  # fmt: skip
+    ax.set_xlim(x[0], x[-1] + 0.42 * (x[-1] - x[0] or 1))
+
+
+def _family_bands(ax, codes: list[str], axis: str = "y", colour: str = "white") -> None:
     """Thin lines between families and the family names beside the rows (or above the columns)."""
     families = [_family_of(code) for code in codes]
     starts = [i for i in range(len(codes)) if i == 0 or families[i] != families[i - 1]]
     for i in starts[1:]:
-        (ax.axhline if axis == "y" else ax.axvline)(i - 0.5, color="white", lw=1.6)
+        (ax.axhline if axis == "y" else ax.axvline)(i - 0.5, color=colour, lw=1.6 if colour == "white" else 0.8)
 
 
 def _family_labels(ax, codes: list[str]) -> None:
@@ -167,7 +196,8 @@ def plot_ilo_heatmap(result, column: str = "ilo", context: str | None = None, ax
     pivot = result.pivot(column).loc[order]
     values = pivot.to_numpy(dtype=float)
     if ax is None:
-        fig, ax = plt.subplots(figsize=(0.36 * len(pivot.columns) + 4.2, 0.24 * len(pivot) + 1.9), layout="constrained")
+        width = max(7.5, 0.36 * len(pivot.columns) + 4.2)
+        fig, ax = plt.subplots(figsize=(width, 0.24 * len(pivot) + 1.9), layout="constrained")
     else:
         fig = ax.figure
     low, high = float(np.nanmin(values)), float(np.nanmax(values))
@@ -206,11 +236,10 @@ def plot_cooccurrence(result, layer: int | None = None, context: str | None = No
         fig, ax = plt.subplots(figsize=(0.26 * n + 3.6, 0.26 * n + 1.9), layout="constrained")
     else:
         fig = ax.figure
-    colours = plt.get_cmap("magma_r").copy()
-    colours.set_bad("0.82")
+    colours = plt.get_cmap("magma_r").with_extremes(bad="0.82")
     image = ax.imshow(masked, cmap=colours, vmin=0, vmax=max(float(masked.max()), 1e-9), interpolation="nearest")
-    _family_bands(ax, order, "y")
-    _family_bands(ax, order, "x")
+    _family_bands(ax, order, "y", "0.45")
+    _family_bands(ax, order, "x", "0.45")
     ax.set_xticks(range(n), [_short(code) for code in order], rotation=90, fontsize=7)
     ax.set_yticks(range(n), [f"{_short(code)} {100 * o:3.0f}%" for code, o in zip(order, own, strict=True)],
                   fontsize=7)  # fmt: skip
