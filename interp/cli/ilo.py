@@ -22,7 +22,15 @@ import time
 from pathlib import Path
 
 from interp.cli.cache import activation_key, cached, resume_shard_size, store_path
-from interp.cli.common import add_ilo_options, add_model_options, parse_layers, publish, run_manifest, write_manifest
+from interp.cli.common import (
+    add_ilo_options,
+    add_model_options,
+    parse_layers,
+    publish,
+    readme,
+    run_manifest,
+    write_manifest,
+)
 from interp.parallel.launch import DEFAULT_TIMEOUT_S
 
 __all__ = ["add_parser", "run_ilo_job", "DTYPES"]
@@ -246,27 +254,13 @@ def _readme(result, where: str, outputs: list[str], columns: list[str]) -> str:
     meanings = {**TABLE_COLUMNS, "family": "language family (interp.data.ILO_LANGUAGES; 'other' if unknown)",
                 "script": "writing system (ISO 15924)"}  # fmt: skip
     p = result.params
-    lines = [
-        "# ILO results",
-        "",
-        f"{where}; k={p['k']}, t={p['t']}, {p['metric']}{' (compat)' if p['compat'] else ''}, "
-        f"{p['null']} label permutations for the null. Written by `interp ilo`; `manifest.json` holds the "
-        "arguments, timings and versions.",
-        "",
-        "## Files",
-        "",
-        *[f"- `{name}`: {FILES.get(name, '')}" for name in outputs],
-        "- `manifest.json`: arguments, corpus, timing (load / extract / kNN / scoring seconds, peak RSS), versions",
-        "",
-        "## Columns of `ilo_table.csv`",
-        "",
-        *[f"- `{name}`: {meanings.get(name, '')}" for name in columns],
-        "",
-        "Layers are hidden-state indices: 0 = embeddings, i = output of decoder block i-1, the last = after "
-        "the final norm. See docs/ilo.md for the definitions.",
-        "",
-    ]
-    return "\n".join(lines)
+    intro = (
+        f"{where}; k={p['k']}, t={p['t']}, {p['metric']}{' (compat)' if p['compat'] else ''}, {p['null']} label "
+        "permutations for the null. Written by `interp ilo`. Layers are hidden-state indices: 0 = embeddings, "
+        "i = output of decoder block i-1, the last = after the final norm. Definitions: docs/ilo.md."
+    )
+    files = {name: FILES.get(name, "") for name in outputs}
+    return readme("ILO results", intro, files, {"ilo_table.csv": {name: meanings.get(name, "") for name in columns}})
 
 
 def run_ilo(args: argparse.Namespace) -> int:

@@ -51,6 +51,8 @@ from interp.ilo.api import score
 from interp.models.adapter import get_adapter
 
 __all__ = [
+    "RESULT_COLUMNS",
+    "RESULT_FILES",
     "run_experiment",
     "evaluate_condition",
     "FreezeExperimentResult",
@@ -61,6 +63,39 @@ __all__ = [
 
 #: Name of the untrained condition.
 BASE = "base"
+
+#: What each file of :meth:`FreezeExperimentResult.save` holds, and what each column means (its README).
+RESULT_FILES = {
+    "ilo.csv": "ILO per condition, hidden-state index and language",
+    "ilo_by_layer.csv": "ILO per condition and hidden-state index, means over languages",
+    "loss.csv": "held-out next-token loss per condition and language",
+    "training.csv": "one row per optimizer step of each fine-tuned condition",
+    "conditions.csv": "what each condition froze",
+    "ilo_by_condition.png": "mean ILO per layer, one line per condition",
+    "delta_ilo.png": "ILO change per layer against base, per fine-tuned condition",
+    "loss_change.png": "held-out loss change per language",
+}
+RESULT_COLUMNS = {
+    "ilo.csv": {
+        "condition": "base (not trained), full (every parameter trained) or a frozen condition",
+        "layer": "hidden-state index (0 = embeddings, i = output of decoder block i-1)",
+        "language": "evaluation language",
+        "bridge": "ILO's bridge", "reach": "ILO's reach", "reach_raw": "languages reached", "ilo": "ILO",
+        "delta_ilo": "ilo minus base's ilo (same layer and language)",
+        "frozen_path": "True where the hidden state depends on frozen parameters only (delta_ilo is 0 by construction)",
+    },
+    "loss.csv": {
+        "condition": "as in ilo.csv", "language": "held-out language",
+        "loss": "token-weighted mean next-token loss (nats/token) on the held-out texts",
+        "perplexity": "exp(loss)", "n_tokens": "next-token targets", "n_texts": "held-out texts",
+        "delta_loss": "loss minus base's loss", "ppl_ratio": "perplexity / base's perplexity",
+        "is_train_language": "True for the fine-tuning language",
+    },
+    "training.csv": {
+        "condition": "fine-tuned condition", "step": "optimizer step", "loss": "token-mean training loss of the step",
+        "lr": "learning rate", "n_tokens": "target tokens in the step",
+    },
+}  # fmt: skip
 
 
 def default_conditions(n_blocks: int, n_first: int = 8) -> dict[str, FreezeSpec | None]:
