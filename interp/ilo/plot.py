@@ -137,7 +137,8 @@ def plot_ilo_layers(result, column: str = "ilo", context: str | None = None, ax=
             panel.plot(layers, np.broadcast_to(reference, layers.shape), "k--", lw=0.9)
         panel.set_ylim(*ylim)
         panel.grid(alpha=0.25, lw=0.5)
-        panel.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=6))
+        ticks = MaxNLocator(integer=True, nbins=6).tick_values(layers[0], layers[-1])
+        panel.set_xticks([tick for tick in ticks if layers[0] <= tick <= layers[-1]])  # none under the labels
     for panel in flat[n_panels:]:
         panel.set_visible(False)
     for panel in axes[-1]:
@@ -261,13 +262,13 @@ def plot_shares(result, context: str | None = None):
     """
     table = result.by_layer
     layers = table.index.to_numpy()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.4), layout="constrained")
     left.plot(layers, table["ilo_mean"], color="black", lw=2, label="ILO (mean over languages)")
     if "null_mean" in table:
         left.plot(layers, table["null_mean"], "k--", lw=1, label=REFERENCE["ilo"][1])
     left.set(xlabel="hidden-state index (0 = embeddings)", ylabel="ILO", ylim=(0, 1.05))
     left.set_title("ILO and its random-mixing value", fontsize=9)
-    left.legend(fontsize=8, frameon=False, loc="lower right")
+    left.legend(fontsize=8, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
     drawn = False
     for column, colour in (("translation_share", "tab:blue"), ("topic_share", "tab:orange")):
         if column not in table:
@@ -283,7 +284,7 @@ def plot_shares(result, context: str | None = None):
     right.set(xlabel="hidden-state index (0 = embeddings)", ylabel="share of a point's k neighbours")
     right.set_ylim(bottom=0)
     right.set_title("do neighbours share meaning? (means over languages)", fontsize=9)
-    right.legend(fontsize=8, frameon=False)
+    right.legend(fontsize=8, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
     for panel in (left, right):
         panel.xaxis.set_major_locator(MaxNLocator(integer=True))
         panel.grid(alpha=0.25, lw=0.5)
