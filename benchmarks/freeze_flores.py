@@ -44,7 +44,7 @@ import pandas as pd
 import torch
 from machine import describe
 
-from interp.data import ILO_LANGUAGES, load_parallel
+from interp.data import ILO_CODES, by_family, language, load_parallel
 from interp.freeze import BASE, FreezeSpec, evaluate_condition, finetune, seed_intervals
 from interp.models import load_model
 
@@ -202,6 +202,7 @@ def _figures(tables: dict[str, pd.DataFrame], base_by_layer: pd.Series, title: s
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     colours = {"full": "tab:red"}
     palette = iter(["tab:blue", "tab:green", "tab:purple", "tab:olive"])
@@ -219,16 +220,19 @@ def _figures(tables: dict[str, pd.DataFrame], base_by_layer: pd.Series, title: s
         right.plot(part["layer"], part["mean"], color=colour, lw=1.5, label=condition)
         right.fill_between(part["layer"], part["ci_low"], part["ci_high"], color=colour, alpha=0.18)
     right.axhline(0, color="black", lw=0.8)
-    right.axvspan(0.5, 9.5, color="grey", alpha=0.08, label="blocks 0-8 (hidden states 1-9)")
+    right.axvspan(0.5, 9.5, color="grey", alpha=0.08, label="n_first=8 freezes blocks 0-8 (hidden states 1-9)")
     right.set(xlabel="hidden-state index", ylabel="ΔILO vs base", title="ΔILO per layer, mean and 95% CI over seeds")
     right.legend(fontsize=8, frameon=False)
+    for panel in (left, right):
+        panel.xaxis.set_major_locator(MaxNLocator(integer=True))
+        panel.grid(alpha=0.25, lw=0.5)
     fig.suptitle(title)
     figures["freeze_ilo_by_layer.png"] = fig
 
     delta = tables["delta_loss_by_language.csv"]
-    order = [lang.code for lang in sorted(ILO_LANGUAGES, key=lambda x: (x.family, x.script, x.code))]
+    order = by_family(ILO_CODES)
     conditions = list(dict.fromkeys(delta["condition"]))
-    fig, ax = plt.subplots(figsize=(11, 4.2), layout="constrained")
+    fig, ax = plt.subplots(figsize=(11, 4.8), layout="constrained")
     width = 0.8 / len(conditions)
     for i, condition in enumerate(conditions):
         part = delta[delta["condition"] == condition].set_index("language").loc[order]
@@ -236,12 +240,24 @@ def _figures(tables: dict[str, pd.DataFrame], base_by_layer: pd.Series, title: s
         err = np.vstack([part["mean"] - part["ci_low"], part["ci_high"] - part["mean"]])
         ax.bar(x, part["mean"], width, yerr=err, color=colours[condition], label=condition, error_kw={"lw": 0.6})
     ax.axhline(0, color="black", lw=0.8)
-    labels = [f"{c.split('_')[0]}{' (train)' if c == train_lang else ''}" for c in order]
+    families = [language(code).family for code in order]
+    alone = {f for f in families if families.count(f) == 1}  # one-language families: named in the tick label
+    labels = [f"{c.split('_')[0]}{' (train)' if c == train_lang else ''}{f' ({f})' if f in alone else ''}"
+              for c, f in zip(order, families, strict=True)]  # fmt: skip
     ax.set_xticks(range(len(order)), labels, rotation=90, fontsize=8)
-    ax.set(
-        ylabel="Δ held-out loss vs base (nats/token)",
-        title=f"{title}: held-out loss change per language (grouped by family), mean and 95% CI over seeds",
-    )
+    for i in range(1, len(order)):
+        if families[i] != families[i - 1]:
+            ax.axvline(i - 0.5, color="0.6", lw=0.6)
+    starts = [i for i in range(len(order)) if i == 0 or families[i] != families[i - 1]] + [len(order)]
+    for a, b in zip(starts[:-1], starts[1:], strict=True):
+        if families[a] in alone:
+            continue
+        ax.text((a + b - 1) / 2, 1.01, families[a].replace("IE ", "IE\n"), transform=ax.get_xaxis_transform(),
+                ha="center", va="bottom", fontsize=7, color="0.3")  # fmt: skip
+    ax.set_xlim(-0.6, len(order) - 0.4)
+    ax.set_ylabel("Δ held-out loss vs base (nats/token)")
+    ax.set_title(f"{title}\nheld-out loss change per language (by family), mean and 95% CI over seeds",
+                 fontsize=10, pad=26)  # fmt: skip
     ax.legend(fontsize=8, frameon=False)
     figures["freeze_loss_by_language.png"] = fig
     return figures

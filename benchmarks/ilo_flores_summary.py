@@ -71,8 +71,9 @@ def main() -> None:
     pd.set_option("display.width", 200)
     print(f"corpus: {s['corpus']}")
     print(f"peak: layer {s['peak_layer']}, mean ILO {s['peak_mean_ilo']:.3f} (null {s['null_mean_at_peak']})")
-    columns = [c for c in ("ilo_mean", "ilo_min", "null_mean", "ilo_share_of_null", "translation_share",
-                           "translation_share_chance", "topic_share", "topic_share_chance") if c in s["by_layer"]]  # fmt: skip
+    wanted = ("ilo_mean", "ilo_min", "null_mean", "ilo_share_of_null", "translation_share",
+              "translation_share_chance", "topic_share", "topic_share_chance")  # fmt: skip
+    columns = [c for c in wanted if c in s["by_layer"]]
     print(s["by_layer"][columns].round(3).to_string())
     print("\nfamilies at the peak layer:\n" + s["families_at_peak"].round(3).to_string())
     print("\nlowest ILO at the peak layer:\n" + s["lowest_at_peak"].round(3).to_string())

@@ -59,7 +59,7 @@ def main() -> None:
         wall, cpu = _stage(f"{threads} thread(s)", lambda: interp.extract(model, tok, texts, progress=False))
         flops = 2 * blocks * n_tokens
         print(f"     {n_tokens / wall:.0f} tok/s wall, {n_tokens / cpu:.0f} tok per CPU-s; "
-              f"{flops / cpu / 1e9:.1f} GFLOP per CPU-s (2 x {blocks / 1e6:.1f} M block parameters per token)")  # fmt: skip
+              f"{flops / cpu / 1e9:.1f} GFLOP per CPU-s (2 x {blocks / 1e6:.1f} M block params / token)")  # fmt: skip
     torch.set_num_threads(1)
     n = corpus.n_items * corpus.n_langs
     x = torch.randn(1, n, 640, generator=torch.Generator().manual_seed(0))
