@@ -44,6 +44,7 @@ import pandas as pd
 import torch
 from machine import describe
 
+from interp.cli.common import readme
 from interp.data import ILO_CODES, by_family, language, load_parallel
 from interp.freeze import BASE, FreezeSpec, evaluate_condition, finetune, seed_intervals
 from interp.models import load_model
@@ -263,7 +264,32 @@ def _figures(tables: dict[str, pd.DataFrame], base_by_layer: pd.Series, title: s
     return figures
 
 
-def report(out: Path, dest: Path, train_lang: str) -> None:
+SUMMARY = {"n_seeds": "seeds with a result", "mean": "mean over seeds", "sd": "standard deviation over seeds",
+           "ci_low": "lower end of the 95% Student-t interval of the mean", "ci_high": "upper end"}  # fmt: skip
+FILES = {
+    "delta_ilo_by_layer.csv": ("condition, layer", "ILO change against base, mean over the 31 languages"),
+    "ilo_by_layer.csv": ("condition, layer", "ILO, mean over the 31 languages"),
+    "delta_ilo_early.csv": ("condition", "ILO change against base, mean over hidden states 1-9 and languages"),
+    "delta_loss_by_language.csv": ("condition, language", "held-out loss change against base (nats/token)"),
+    "delta_loss_other_languages.csv": ("condition", "held-out loss change, mean over the 30 other languages"),
+    "frozen_minus_full_loss.csv": ("condition", "per seed: frozen minus full loss change, other languages"),
+    "frozen_minus_full_early_ilo.csv": ("condition", "per seed: frozen minus full ILO change, hidden states 1-9"),
+}
+
+
+def _readme(plan: dict, train_lang: str, tables: dict) -> str:
+    intro = (f"`benchmarks/freeze_flores.py --report`: gemma-3-270m fine-tuned on {train_lang} (FLORES train split, "
+             f"{plan['steps']} steps x {plan['batch_size']} sentences, lr {plan['lr']}), evaluated on held-out items "
+             f"(dev + test ids): ILO on {plan['ilo_items']} items x 31 languages, loss on {plan['loss_items']} items "
+             "x 31 languages. Each table has one row per key, summarising the seeds.")  # fmt: skip
+    files = {name: f"one row per ({keys}): {what}" for name, (keys, what) in FILES.items()}
+    files["freeze_ilo_by_layer.png (docs/figures)"] = "mean ILO per layer per condition; the change with its 95% CI"
+    files["freeze_loss_by_language.png (docs/figures)"] = "held-out loss change per language with 95% CIs"
+    columns = {name: {**{k.strip(): "key" for k in keys.split(",")}, **SUMMARY} for name, (keys, _) in FILES.items()}
+    return readme("Freezing experiment on FLORES-200, several seeds", intro, files, columns, manifest=False)
+
+
+def report(out: Path, dest: Path, train_lang: str, figures_dir: Path | None = None) -> None:
     import matplotlib.pyplot as plt
 
     tables = summarise(out, train_lang)
@@ -278,9 +304,12 @@ def report(out: Path, dest: Path, train_lang: str) -> None:
     plan = json.loads((out / "plan.json").read_text())
     title = (f"gemma-3-270m fine-tuned on {train_lang} (FLORES train, {plan['steps']} steps x {plan['batch_size']}), "
              f"k=5, t=3")  # fmt: skip
+    figures_dir = figures_dir or dest
+    figures_dir.mkdir(parents=True, exist_ok=True)
     for name, figure in _figures(tables, base, title, train_lang).items():
-        figure.savefig(dest / name, dpi=100)
+        figure.savefig(figures_dir / name, dpi=100)
         plt.close(figure)
+    (dest / "README.md").write_text(_readme(plan, train_lang, tables), encoding="utf-8")
     for name in ("delta_ilo_early.csv", "delta_loss_other_languages.csv", "frozen_minus_full_loss.csv",
                  "frozen_minus_full_early_ilo.csv"):  # fmt: skip
         print(f"\n{name}\n{tables[name].round(4).to_string(index=False)}")
@@ -301,7 +330,8 @@ def main() -> None:
     parser.add_argument("--loss-items", type=int, default=12, help="held-out items per language for the loss")
     parser.add_argument("--item-seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    parser.add_argument("--report", default=None, help="write the aggregated tables and figures here")
+    parser.add_argument("--report", default=None, help="write the aggregated tables (and figures) here")
+    parser.add_argument("--figures", default=None, help="write the figures here instead (e.g. docs/figures)")
     parser.add_argument("--report-only", action="store_true", help="aggregate the finished runs, train nothing")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     args = parser.parse_args()
@@ -311,7 +341,7 @@ def main() -> None:
     if not args.report_only:
         run_all(args)
     if args.report:
-        report(out, Path(args.report), args.train_lang)
+        report(out, Path(args.report), args.train_lang, Path(args.figures) if args.figures else None)
 
 
 if __name__ == "__main__":

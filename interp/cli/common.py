@@ -144,12 +144,16 @@ def write_manifest(staging: Path, manifest: dict) -> dict:
     return manifest
 
 
-def readme(title: str, intro: str, files: dict[str, str], columns: dict[str, dict[str, str]]) -> str:
-    """An output folder's ``README.md``: ``files`` ({name: what it is}, ``manifest.json`` added)
-    and, per table, ``columns`` ({table: {column: meaning}})."""
+def readme(
+    title: str, intro: str, files: dict[str, str], columns: dict[str, dict[str, str]], manifest: bool = True
+) -> str:
+    """An output folder's ``README.md``: ``files`` ({name: what it is}; ``manifest.json`` added
+    unless ``manifest=False``) and, per table, ``columns`` ({table: {column: meaning}})."""
     lines = [f"# {title}", "", intro, "", "## Files", ""]
     lines += [f"- `{name}`: {what}" for name, what in files.items()]
-    lines += ["- `manifest.json`: the arguments, corpus, timing (seconds; peak RSS where measured) and versions", ""]
+    if manifest:
+        lines.append("- `manifest.json`: the arguments, corpus, timing (seconds; peak RSS where measured) and versions")
+    lines.append("")
     for table, meanings in columns.items():
         lines += [f"## Columns of `{table}`", "", *[f"- `{name}`: {what}" for name, what in meanings.items()], ""]
     return "\n".join(lines)
