@@ -324,7 +324,7 @@ def main() -> None:
     parser.add_argument("--n-first", default="8,4", type=lambda s: [int(x) for x in s.split(",")])
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--lr", type=float, default=2e-5)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--ilo-items", type=int, default=40, help="held-out items x 31 languages for ILO")
     parser.add_argument("--loss-items", type=int, default=12, help="held-out items per language for the loss")
