@@ -286,8 +286,12 @@ def extract(
         todo = [i for i in range(len(shard_ranges)) if i not in done]
         results: list[list[torch.Tensor]] = []
         pad = pad_id(tokenizer)
-        total = sum(len(shard_ranges[i]) for i in todo)
-        with tqdm(total=total, disable=not progress or total == 0, desc=f"extract[{backend}]", unit="text") as bar:
+        # progress in tokens, not texts: batches run longest first and languages differ in length, so a
+        # count of texts would make the first ETA far too long (and the last far too short)
+        n_tokens = [len(t.input_ids) for t in tokens]
+        total = sum(n_tokens[r] for i in todo for r in shard_ranges[i])
+        with tqdm(total=total, disable=not progress or total == 0, desc=f"extract[{backend}]", unit="tok",
+                  unit_scale=True) as bar:  # fmt: skip
             if todo:
                 with get_backend(backend)(model, tokenizer, adapter, site_list, bridge=bridge) as runner:
                     for i in todo:

@@ -90,7 +90,7 @@ def run_shard(
             per_site.append(out)
         for b, row in enumerate(batch_rows):
             pooled[row] = [site_out[b].to("cpu", dtype) for site_out in per_site]
-        bar.update(len(batch_rows))
+        bar.update(sum(lengths[r] for r in batch_rows))  # tokens: what a batch costs, so the ETA holds
     ordered = [pooled[r] for r in rows]
     if pooling == "none":
         return [torch.cat([text[a] for text in ordered]) for a in range(len(sites))]

@@ -29,8 +29,13 @@ names carry the writer's PID and a random suffix. Readers take no lock:
 
 The manifest's ``fingerprint`` (:mod:`interp.extraction.fingerprint`: weights,
 the tokenizer's actual token ids, texts, layers, pooling, dtype, backend,
-batching...) must match for a resume; a different extraction pointed at the
-same directory is refused with the list of what differs.
+shard size...) must match for a resume; a different extraction pointed at the
+same directory is refused with the list of what differs. The exception is
+:data:`RESUMABLE_ACROSS`: ``batch_size`` only regroups the texts of a shard into
+forward passes, which moves float32 results by rounding at most, so a run may
+resume another's store with a different batch size (say 8 after an
+out-of-memory error at 16); each committed shard records the batch size it was
+written with (``committed[i]["batch_size"]``).
 """
 
 from __future__ import annotations
@@ -53,9 +58,11 @@ from interp.extraction.fingerprint import describe_differences
 from interp.extraction.lock import LockHeld, WriterLock
 from interp.extraction.shards import read_shards
 
-__all__ = ["ActivationStore", "StoreError", "StoreLocked", "FORMAT"]
+__all__ = ["ActivationStore", "StoreError", "StoreLocked", "FORMAT", "RESUMABLE_ACROSS"]
 
 FORMAT = "interp.activations/1"
+#: Fingerprint keys that may differ between the runs writing one store (recorded per shard instead).
+RESUMABLE_ACROSS = frozenset({"batch_size"})
 MANIFEST = "manifest.json"
 LOCK = ".lock"
 
@@ -136,7 +143,7 @@ def _differences(header: dict, existing: dict, legacy: dict[str, Callable[[], ob
     ``legacy`` computes, on demand, the value of a key that only older stores recorded.
     """
     new, old = header["fingerprint"], existing["fingerprint"]
-    differs = [key for key in new.keys() & old.keys() if new[key] != old[key]]
+    differs = [key for key in new.keys() & old.keys() - RESUMABLE_ACROSS if new[key] != old[key]]
     differs += [key for key, compute in legacy.items() if key in old and key not in new and compute() != old[key]]
     if "texts" in differs:
         differs = [key for key in differs if key != "texts"] + (_changed_corpus(header, existing) or ["texts"])
@@ -158,6 +165,7 @@ class ActivationStore:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        self._written_with: dict = {}  # the RESUMABLE_ACROSS settings of this writer, recorded per shard
 
     @property
     def manifest_path(self) -> Path:
@@ -235,6 +243,8 @@ class ActivationStore:
         for name in os.listdir(self.path):
             if name != LOCK and _is_own_file(name):
                 (self.path / name).unlink(missing_ok=True)
+        fingerprint = header.get("fingerprint", {})
+        self._written_with = {key: fingerprint[key] for key in sorted(RESUMABLE_ACROSS) if key in fingerprint}
         existing = self.manifest()
         if existing is None:
             if any(not _is_own_file(name) for name in os.listdir(self.path)):
@@ -279,7 +289,8 @@ class ActivationStore:
             _save_shard(tensors, tmp)
             os.replace(tmp, final)
             manifest = self.manifest()
-            manifest["committed"][str(index)] = {"file": final.name, "sha256": _sha256(final)}
+            entry = {"file": final.name, "sha256": _sha256(final), **self._written_with}
+            manifest["committed"][str(index)] = entry
             manifest["complete"] = len(manifest["committed"]) == len(manifest["shards"])
             _write_json_atomic(self.manifest_path, manifest)
         except BaseException as err:
