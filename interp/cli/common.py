@@ -7,6 +7,8 @@
   one JSONL reader (:func:`interp.data.jsonl.iter_jsonl_objects`).
 * :func:`run_manifest` is the one manifest layout (job, arguments, outputs, timing,
   versions, and the job's own fields).
+* :func:`readme` is the one README layout of an output folder: what each file is and what
+  each table column means.
 * :func:`publish` makes a job's outputs all-or-nothing: everything is written into a
   staging folder inside ``out`` and renamed into place, the old manifest removed first
   and the new one moved last, so a reader that finds ``manifest.json`` finds the complete
@@ -40,6 +42,7 @@ __all__ = [
     "read_texts",
     "run_manifest",
     "publish",
+    "readme",
     "write_manifest",
     "versions",
 ]
@@ -139,6 +142,21 @@ def write_manifest(staging: Path, manifest: dict) -> dict:
     text = json.dumps(manifest, indent=1, ensure_ascii=False, default=str)
     (staging / "manifest.json").write_text(text, encoding="utf-8")
     return manifest
+
+
+def readme(
+    title: str, intro: str, files: dict[str, str], columns: dict[str, dict[str, str]], manifest: bool = True
+) -> str:
+    """An output folder's ``README.md``: ``files`` ({name: what it is}; ``manifest.json`` added
+    unless ``manifest=False``) and, per table, ``columns`` ({table: {column: meaning}})."""
+    lines = [f"# {title}", "", intro, "", "## Files", ""]
+    lines += [f"- `{name}`: {what}" for name, what in files.items()]
+    if manifest:
+        lines.append("- `manifest.json`: the arguments, corpus, timing (seconds; peak RSS where measured) and versions")
+    lines.append("")
+    for table, meanings in columns.items():
+        lines += [f"## Columns of `{table}`", "", *[f"- `{name}`: {what}" for name, what in meanings.items()], ""]
+    return "\n".join(lines)
 
 
 @contextmanager

@@ -5,7 +5,7 @@ Nothing heavy is imported at module level (``interp --help`` stays fast).
 Outputs in ``--out``, published all or nothing (:func:`interp.cli.common.publish`):
 ``ilo.csv``, ``ilo_by_layer.csv``, ``loss.csv``, ``training.csv``,
 ``conditions.csv``, ``ilo_by_condition.png``, ``delta_ilo.png``,
-``loss_change.png`` and ``manifest.json``.
+``loss_change.png``, ``README.md`` (files and columns) and ``manifest.json``.
 
 Training texts come from ``--train``:
 
@@ -22,7 +22,15 @@ import argparse
 import json
 import time
 
-from interp.cli.common import add_ilo_options, add_model_options, publish, read_texts, run_manifest, write_manifest
+from interp.cli.common import (
+    add_ilo_options,
+    add_model_options,
+    publish,
+    read_texts,
+    readme,
+    run_manifest,
+    write_manifest,
+)
 
 __all__ = ["add_parser", "run_freeze_experiment", "conditions_from_args", "train_items", "n_first_values"]
 
@@ -91,7 +99,7 @@ def run_freeze_experiment(args: argparse.Namespace) -> int:
 
     matplotlib.use("Agg")  # a command-line job writes PNGs; no display needed
     from interp.data import load_parallel
-    from interp.freeze.experiment import run_experiment, train_heldout_split
+    from interp.freeze.experiment import RESULT_COLUMNS, RESULT_FILES, run_experiment, train_heldout_split
     from interp.models.loading import load_model
 
     started = time.time()
@@ -131,6 +139,13 @@ def run_freeze_experiment(args: argparse.Namespace) -> int:
     arguments = {key: value for key, value in vars(args).items() if key != "func"}
     with publish(args.out) as staging:
         outputs = result.save(staging)
+        intro = (f"`interp freeze-experiment`: {args.model} fine-tuned on {len(train_texts)} texts of "
+                 f"{train_language or 'the training file'}, {args.steps} steps; evaluated on {eval_corpus.n_items} "
+                 f"held-out items in {eval_corpus.n_langs} languages (k={args.k}, t={args.t}).")  # fmt: skip
+        text = readme("Freezing experiment", intro, {name: RESULT_FILES.get(name, "") for name in outputs},
+                      RESULT_COLUMNS)  # fmt: skip
+        (staging / "README.md").write_text(text, encoding="utf-8")
+        outputs = [*outputs, "README.md"]
         manifest = run_manifest("freeze-experiment", arguments, outputs, started, corpus=corpus_fields,
                                 conditions=result.conditions.to_dict(orient="records"), summary=summary)  # fmt: skip
         write_manifest(staging, manifest)
@@ -156,7 +171,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="with eval:<lang>: items to train on, a count (20) or a fraction (0.5)")  # fmt: skip
     p.add_argument("--eval", default="cldr", help="parallel corpus: 'cldr', flores200:<dir>, jsonl:<path>, hub id")
     p.add_argument("--langs", default=None, help="comma-separated evaluation languages (default: all)")
-    p.add_argument("--split", default="dev")
+    p.add_argument("--split", default=None,
+                   help="flores200:/hub split (default dev); jsonl: keep rows with these 'split' values")  # fmt: skip
     p.add_argument("--max-items", type=int, default=0, help="keep only the first N items of --eval (0: all)")
     p.add_argument("--out", default="out/freeze", help="output directory")
     p.add_argument("--n-first", default="8",

@@ -10,7 +10,10 @@ item id. :func:`load_parallel` reads one from
   every requested language are kept, so the items are truly parallel.
 * ``"flores200:<dir>"`` -- the official FLORES-200 release layout,
   ``<dir>/<split>/<lang>.<split>``, one sentence per line (id = line number).
-* ``"jsonl:<path>"`` -- rows ``{"lang": ..., "id": ..., "text": ...}``.
+* ``"jsonl:<path>"`` -- rows ``{"lang": ..., "id": ..., "text": ...}``; any other field
+  that every row has and that is the same in every language of an item (FLORES's
+  ``split`` and ``topic`` in ``flores31.jsonl``) becomes item metadata
+  (:attr:`ParallelCorpus.meta`), and ``split=`` keeps the items of some splits.
 * any other string -- a Hugging Face dataset id, when online and ``datasets``
   is installed (``openlanguagedata/flores_plus`` or ``facebook/flores``).
 
@@ -21,7 +24,7 @@ error listing what is missing or extra, unless ``align="intersect"``.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from interp.data.jsonl import iter_jsonl_objects
@@ -36,12 +39,17 @@ class AlignmentError(ValueError):
 
 @dataclass(frozen=True)
 class ParallelCorpus:
-    """``texts[lang][j]`` is item ``ids[j]`` in language ``lang``."""
+    """``texts[lang][j]`` is item ``ids[j]`` in language ``lang``.
+
+    ``meta[name][j]`` is item ``j``'s value of a per-item field (the same in every
+    language), e.g. ``meta["topic"]`` of FLORES-200 read from JSONL; empty if none.
+    """
 
     langs: tuple[str, ...]
     ids: tuple
     texts: dict[str, tuple[str, ...]]
     source: str = ""
+    meta: dict[str, tuple] = field(default_factory=dict)
 
     @property
     def n_langs(self) -> int:
@@ -60,23 +68,52 @@ class ParallelCorpus:
             ids.extend(self.ids)
         return texts, langs, ids
 
+    def flat_meta(self, name: str) -> list:
+        """Item field ``name`` of every point, in :meth:`flat` order (e.g. each point's topic)."""
+        if name not in self.meta:
+            raise KeyError(f"this corpus has no item field {name!r}; it has {sorted(self.meta) or 'none'}")
+        return list(self.meta[name]) * self.n_langs
+
+    def take(self, positions) -> ParallelCorpus:
+        """The items at ``positions`` (0-based, in the given order) in every language, metadata kept."""
+        positions = [int(p) for p in positions]
+        bad = [p for p in positions if not 0 <= p < self.n_items]
+        if bad:
+            raise IndexError(f"item positions {bad[:5]} are out of range for {self.n_items} items")
+        texts = {lang: tuple(values[p] for p in positions) for lang, values in self.texts.items()}
+        meta = {name: tuple(values[p] for p in positions) for name, values in self.meta.items()}
+        return ParallelCorpus(self.langs, tuple(self.ids[p] for p in positions), texts, self.source, meta)
+
     def head(self, n_items: int) -> ParallelCorpus:
         """The first ``n_items`` items in every language."""
-        texts = {lang: values[:n_items] for lang, values in self.texts.items()}
-        return ParallelCorpus(self.langs, self.ids[:n_items], texts, self.source)
+        return self.take(range(min(n_items, self.n_items)))
+
+    def where(self, name: str, values) -> ParallelCorpus:
+        """The items whose field ``name`` is one of ``values`` (e.g. ``where("split", ["dev", "test"])``)."""
+        wanted = {values} if isinstance(values, str) else set(values)
+        column = self.meta.get(name)
+        if column is None:
+            raise KeyError(f"this corpus has no item field {name!r}; it has {sorted(self.meta) or 'none'}")
+        unknown = wanted - set(column)
+        if unknown:
+            raise ValueError(f"no item has {name} in {sorted(unknown)}; the values are {sorted(set(column))}")
+        return self.take([j for j, value in enumerate(column) if value in wanted])
 
     def subset(self, langs) -> ParallelCorpus:
         missing = [lang for lang in langs if lang not in self.texts]
         if missing:
             raise KeyError(f"languages {missing} are not in this corpus; it has {list(self.langs)}")
-        return ParallelCorpus(tuple(langs), self.ids, {lang: self.texts[lang] for lang in langs}, self.source)
+        texts = {lang: self.texts[lang] for lang in langs}
+        return ParallelCorpus(tuple(langs), self.ids, texts, self.source, dict(self.meta))
 
     def __repr__(self) -> str:
         return f"ParallelCorpus({self.n_langs} languages × {self.n_items} items, source={self.source!r})"
 
 
-def _align(rows: dict[str, dict], align: str, source: str, quiet: bool = False) -> ParallelCorpus:
-    """Build a corpus from ``{lang: {id: text}}`` (dicts keep insertion order)."""
+def _align(
+    rows: dict[str, dict], align: str, source: str, quiet: bool = False, item_meta: dict[str, dict] | None = None
+) -> ParallelCorpus:
+    """Build a corpus from ``{lang: {id: text}}`` (dicts keep insertion order) and ``{field: {id: value}}``."""
     if align not in ("strict", "intersect"):
         raise ValueError(f"align must be 'strict' or 'intersect', got {align!r}")
     if not rows:
@@ -105,7 +142,8 @@ def _align(rows: dict[str, dict], align: str, source: str, quiet: bool = False) 
     if not common:
         raise AlignmentError(f"{source}: the languages have no item in common")
     texts = {lang: tuple(rows[lang][i] for i in common) for lang in langs}
-    return ParallelCorpus(tuple(langs), tuple(common), texts, source)
+    meta = {name: tuple(values[i] for i in common) for name, values in (item_meta or {}).items()}
+    return ParallelCorpus(tuple(langs), tuple(common), texts, source, meta)
 
 
 def _check_langs(langs, available: list[str], source: str) -> list[str]:
@@ -175,8 +213,47 @@ def _from_flores(directory: str, langs, split: str, align: str) -> ParallelCorpu
     return _align(rows, align, f"flores200:{directory}")
 
 
-def _from_jsonl(path: str, langs, align: str) -> ParallelCorpus:
+def _item_fields(rows: list[dict], langs: list[str]) -> dict[str, dict]:
+    """``{field: {id: value}}`` of the extra fields that are item metadata.
+
+    A field qualifies if every row of ``langs`` has it with a scalar value and every
+    language of an item gives the same value (FLORES's ``split`` and ``topic``).
+    """
+    wanted = set(langs)
+    rows = [row for row in rows if row["lang"] in wanted]
+    names = set.intersection(*(set(row) for row in rows)) - {"lang", "id", "text"} if rows else set()
+    fields = {}
+    for name in sorted(names):
+        values: dict = {}
+        for row in rows:
+            value = row[name]
+            if isinstance(value, (list, dict)) or values.setdefault(row["id"], value) != value:
+                break
+        else:
+            fields[name] = values
+    return fields
+
+
+def _split_filter(fields: dict[str, dict], split, path: str) -> set | None:
+    """The item ids of the requested split(s) of a JSONL corpus (None: all items)."""
+    if split is None:
+        return None
+    wanted = {s.strip() for s in split.split(",")} if isinstance(split, str) else set(split)
+    if "split" not in fields:
+        raise ValueError(
+            f"jsonl:{path}: split={split!r} asks for items of a split, but the rows have no 'split' field "
+            "(the same in every language of an item); pass split=None to read every row"
+        )
+    found = set(fields["split"].values())
+    unknown = wanted - found
+    if unknown:
+        raise ValueError(f"jsonl:{path}: no item has split {sorted(unknown)}; the splits are {sorted(found)}")
+    return {i for i, value in fields["split"].items() if value in wanted}
+
+
+def _from_jsonl(path: str, langs, align: str, split=None) -> ParallelCorpus:
     rows: dict[str, dict] = {}
+    raw = []
     for number, row in iter_jsonl_objects(path):
         missing = {"lang", "id", "text"} - row.keys()
         if missing:
@@ -187,8 +264,13 @@ def _from_jsonl(path: str, langs, align: str) -> ParallelCorpus:
         if row["id"] in table:
             raise ValueError(f"{path}:{number}: duplicate id {row['id']!r} for {row['lang']}")
         table[row["id"]] = row["text"]
+        raw.append(row)
     langs = _check_langs(langs, list(rows), f"jsonl:{path}")
-    return _align({code: rows[code] for code in langs}, align, f"jsonl:{path}")
+    fields = _item_fields(raw, langs)
+    keep = _split_filter(fields, split, path)
+    if keep is not None:
+        rows = {code: {i: text for i, text in rows[code].items() if i in keep} for code in langs}
+    return _align({code: rows[code] for code in langs}, align, f"jsonl:{path}", item_meta=fields)
 
 
 def _from_hub(name: str, langs, split: str, align: str) -> ParallelCorpus:  # pragma: no cover - needs network
@@ -210,14 +292,17 @@ def _from_hub(name: str, langs, split: str, align: str) -> ParallelCorpus:  # pr
     return _align(rows, align, name)
 
 
-def load_parallel(source: str = "cldr", langs=None, split: str = "dev", align: str = "strict") -> ParallelCorpus:
+def load_parallel(source: str = "cldr", langs=None, split: str | None = None, align: str = "strict") -> ParallelCorpus:
     """Load a parallel corpus (see module docstring for the sources).
 
     Args:
         source: ``"cldr"``, ``"flores200:<dir>"``, ``"jsonl:<path>"`` or a hub dataset id.
         langs: language codes to keep, in this order (default: all available,
             in the ILO order where applicable).
-        split: FLORES split (``"dev"``: 997 sentences, ``"devtest"``: 1012).
+        split: a FLORES-200 directory's or the hub's split (default ``"dev"``: 997
+            sentences; ``"devtest"``: 1012); for JSONL, the value(s) of the rows'
+            ``split`` field to keep (``"dev,test"`` or a list; default: every row).
+            Ignored by ``"cldr"``.
         align: ``"strict"`` (error on misaligned languages) or ``"intersect"``.
     """
     if not isinstance(source, str):
@@ -225,9 +310,9 @@ def load_parallel(source: str = "cldr", langs=None, split: str = "dev", align: s
     if source == "cldr":
         return _from_cldr(langs, align)
     if source.startswith("flores200:"):
-        return _from_flores(source.split(":", 1)[1], langs, split, align)
+        return _from_flores(source.split(":", 1)[1], langs, split or "dev", align)
     if source.startswith("jsonl:"):
-        return _from_jsonl(source.split(":", 1)[1], langs, align)
+        return _from_jsonl(source.split(":", 1)[1], langs, align, split)
     if source.endswith(".jsonl") and Path(source).is_file():
-        return _from_jsonl(source, langs, align)
-    return _from_hub(source, langs, split, align)
+        return _from_jsonl(source, langs, align, split)
+    return _from_hub(source, langs, split or "dev", align)

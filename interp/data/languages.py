@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Language", "ILO_LANGUAGES", "ILO_CODES", "language"]
+__all__ = ["Language", "ILO_LANGUAGES", "ILO_CODES", "language", "by_family", "family_groups", "OTHER_FAMILY"]
+
+#: The family given to codes that are not ILO languages (and, in :func:`family_groups`, to merged small families).
+OTHER_FAMILY = "other"
 
 
 @dataclass(frozen=True)
@@ -66,3 +69,32 @@ def language(code: str) -> Language:
         return _BY_CODE[code]
     except KeyError:
         raise KeyError(f"{code!r} is not one of the 31 ILO languages: {', '.join(ILO_CODES)}") from None
+
+
+def _sort_key(code: str) -> tuple:
+    meta = _BY_CODE.get(code)
+    if meta is None:  # not an ILO language: after all of them, by code
+        return (1, OTHER_FAMILY, "", code)
+    return (0, meta.family, meta.script, meta.name)
+
+
+def by_family(codes) -> list[str]:
+    """``codes`` ordered by family, then script, then name (codes of unknown languages last, by code).
+
+    The one order of languages in every ILO figure: relatives sit together (swe/dan/nld,
+    rus/ukr/srp), and within a family the scripts are grouped (Cyrillic vs Latin Slavic).
+    """
+    return sorted(dict.fromkeys(codes), key=_sort_key)
+
+
+def family_groups(codes, min_size: int = 1) -> list[tuple[str, list[str]]]:
+    """``[(family, codes)]`` in :func:`by_family` order; families with fewer than ``min_size``
+    of ``codes`` are merged into one :data:`OTHER_FAMILY` group at the end (with unknown codes)."""
+    groups: dict[str, list[str]] = {}
+    for code in by_family(codes):
+        meta = _BY_CODE.get(code)
+        groups.setdefault(meta.family if meta else OTHER_FAMILY, []).append(code)
+    kept = [(family, members) for family, members in groups.items()
+            if family != OTHER_FAMILY and len(members) >= min_size]  # fmt: skip
+    merged = [code for family, members in groups.items() if (family, members) not in kept for code in members]
+    return kept + ([(OTHER_FAMILY, merged)] if merged else [])

@@ -1,10 +1,11 @@
-"""``interp.extract``: hidden states of many texts, pooled, on any backend.
+"""``interp.extract``: any activation of many texts, pooled or per token, on any backend.
 
 Flow: validate everything (nothing is computed or written before the inputs
-are known to be good) -> tokenise each text alone -> cut the corpus into
-shards of ``shard_size`` texts, and each shard into length-sorted padded
-batches -> run the backend (hooks / TransformerLens / nnsight) -> pool per
-layer in float32 -> keep in memory, or commit each shard to an
+are known to be good) -> resolve the sites on the model
+(:mod:`.sites`) -> tokenise each text alone -> cut the corpus into shards of
+``shard_size`` texts, and each shard into length-sorted padded batches -> run
+the backend (hooks / TransformerLens / nnsight) -> pool per site in float32
+(:mod:`.collect`) -> keep in memory, or commit each shard to an
 :class:`~interp.extraction.store.ActivationStore` when ``store=`` is given.
 """
 
@@ -15,60 +16,28 @@ import functools
 import json
 import operator
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from interp._validation import check_texts
-from interp.extraction.activations import Activations
+from interp._validation import check_int, check_texts
+from interp.extraction.activations import Activations, TokenTable
 from interp.extraction.backends import check_backend, get_backend
 from interp.extraction.backends.base import input_device
+from interp.extraction.collect import run_shard
 from interp.extraction.fingerprint import json_digest, legacy_model_digest, model_digest, token_digest
-from interp.extraction.pooling import check_pooling, pool
+from interp.extraction.pooling import check_pooling
+from interp.extraction.shards import pack_shard
+from interp.extraction.sites import Site, resolve_layers, resolve_request
 from interp.extraction.store import ActivationStore
 from interp.models.adapter import ModelAdapter, get_adapter
-from interp.models.inputs import Tokenized, collate, pad_id, plan_batches, tokenize
+from interp.models.inputs import Tokenized, pad_id, token_strings, tokenize
+from interp.models.interop import bridge_of, unwrap_model
 from interp.neighbors.api import torch_matmul_precision
 
-__all__ = ["extract", "resolve_layers", "model_digest", "context_length"]
-
-
-def _layer_index(item) -> int:
-    """``item`` as a Python int: ints and integer NumPy/torch scalars, never bools or floats."""
-    if isinstance(item, bool) or str(getattr(item, "dtype", "")) in ("bool", "torch.bool"):
-        raise TypeError(f"layer indices must be ints, got {item!r} (a bool)")
-    try:
-        return operator.index(item)
-    except TypeError:
-        raise TypeError(f"layer indices must be ints, got {item!r} ({type(item).__name__})") from None
-
-
-def resolve_layers(layers: str | int | Sequence[int], n_hidden_states: int) -> list[int]:
-    """Validate ``layers`` (``"all"``, an index or a list) against ``0..L``.
-
-    Negative indices count from the end (``-1`` = L, after the final norm).
-    Integer NumPy/torch scalars and arrays are accepted like ints and lists.
-    Returns sorted, de-duplicated non-negative indices.
-    """
-    if isinstance(layers, str):
-        if layers != "all":
-            raise ValueError(f"layers must be 'all', an int or a list of ints, got {layers!r}")
-        return list(range(n_hidden_states))
-    scalar = getattr(layers, "ndim", None) == 0 or not isinstance(layers, Iterable)
-    items = [_layer_index(item) for item in ([layers] if scalar else list(layers))]
-    if not items:
-        raise ValueError("layers is empty; pass 'all' or at least one hidden-state index")
-    out = set()
-    for item in items:
-        if not -n_hidden_states <= item < n_hidden_states:
-            raise IndexError(
-                f"layer index {item} is out of range: this model has hidden-state indices "
-                f"0..{n_hidden_states - 1} (0 = embeddings, {n_hidden_states - 1} = after the final norm)"
-            )
-        out.add(item % n_hidden_states)
-    return sorted(out)
+__all__ = ["extract", "resolve_layers", "model_digest", "context_length"]  # resolve_layers: from .sites
 
 
 def _check_max_length(max_length) -> int | None:
@@ -121,57 +90,6 @@ def _model_name(model: nn.Module) -> str:
     return str(getattr(model, "name_or_path", "") or type(model).__name__)
 
 
-def _check_fits(per_layer: list, layers: list[int], dtype: torch.dtype) -> None:
-    """Refuse to cast finite float32 states that overflow ``dtype`` (silent inf otherwise).
-
-    Gemma-style residual streams reach ~1e5, past float16's 65504.
-    """
-    limit = torch.finfo(dtype).max
-    if limit >= torch.finfo(torch.float32).max:
-        return
-    for index, out in zip(layers, per_layer, strict=True):
-        values = torch.cat(out) if isinstance(out, list) else out
-        peak = values.abs().nan_to_num(nan=0.0, posinf=0.0).amax().item() if values.numel() else 0.0
-        if peak > limit:
-            raise ValueError(
-                f"hidden-state index {index} reaches |h| = {peak:.4g}, beyond the range of {dtype} "
-                f"(max {limit:.4g}): the result would hold inf. Use dtype=torch.bfloat16 or torch.float32"
-            )
-
-
-def _run_shard(
-    runner,
-    tokens: list[Tokenized],
-    lengths: list[int],
-    rows: range,
-    batch_size: int,
-    pooling: str,
-    pad: int,
-    padding_side: str,
-    dtype: torch.dtype,
-    bar,
-) -> dict[str, torch.Tensor]:
-    """Extract texts ``rows``; return the shard's tensors in text order."""
-    layers = runner.layers
-    pooled: dict[int, list] = {}
-    for batch_rows in plan_batches(lengths, rows, batch_size):
-        batch = collate(tokens, batch_rows, pad, padding_side)
-        with torch.no_grad():
-            hidden = runner(batch)
-        mask = batch.attention_mask.to(runner.device)
-        special = batch.special_mask.to(runner.device)
-        per_layer = [pool(hidden[index], mask, special, pooling) for index in layers]
-        _check_fits(per_layer, layers, dtype)
-        for b, row in enumerate(batch_rows):
-            pooled[row] = [layer_out[b].to("cpu", dtype) for layer_out in per_layer]
-        bar.update(len(batch_rows))
-    ordered = [pooled[r] for r in rows]
-    if pooling == "none":
-        hidden = torch.stack([torch.cat([text[a] for text in ordered]) for a in range(len(layers))])
-        return {"hidden": hidden, "lengths": torch.tensor([lengths[r] for r in rows])}
-    return {"hidden": torch.stack([torch.stack([text[a] for text in ordered]) for a in range(len(layers))])}
-
-
 def _store_header(
     model: nn.Module,
     tokenizer,
@@ -200,7 +118,7 @@ def _store_header(
             # texts, ids and labels together (the key stores made by earlier versions resume with);
             # "texts_only" below lets a refusal say which of the three changed
             "texts": json_digest([texts, ids, labels]),
-            "layers": settings["layer_ids"],
+            "layers": settings["layer_ids"],  # every site's key (ints: hidden-state indices)
             "pooling": settings["pooling"],
             "dtype": str(settings["dtype"]),
             "backend": settings["backend"],
@@ -215,6 +133,7 @@ def _store_header(
         "shards": [[r.start, r.stop] for r in shard_ranges],
         "texts_only": json_digest(texts),
         "layers": settings["layer_ids"],
+        "n_hidden_states": settings["n_hidden_states"],
         "ids": ids,
         "labels": labels,
         "pooling": settings["pooling"],
@@ -222,17 +141,46 @@ def _store_header(
     }
 
 
+def _shard_tokens(tokens: list[Tokenized], rows: range, strings: list[list[str]]) -> tuple:
+    """``(token_ids [n_tokens], token_lengths [n_texts], strings)`` of texts ``rows``."""
+    ids = torch.tensor([i for r in rows for i in tokens[r].input_ids], dtype=torch.int64)
+    lengths = torch.tensor([len(tokens[r].input_ids) for r in rows], dtype=torch.int64)
+    return ids, lengths, [t for r in rows for t in strings[r]]
+
+
+def _check_backend_for(backend: str | None, bridge) -> str:
+    """The backend to run: ``"hf"`` by default, ``"transformer_lens"`` for a ``TransformerBridge``."""
+    if bridge is None:
+        return check_backend(backend or "hf")
+    if backend not in (None, "transformer_lens"):
+        raise ValueError(
+            f"a TransformerBridge is read through its own hook points (backend='transformer_lens'), not "
+            f"backend={backend!r}: leave backend unset, or pass the Hugging Face model itself for 'hf' or 'nnsight'"
+        )
+    return "transformer_lens"
+
+
+def _check_sites_argument(sites, names_filter):
+    if names_filter is None:
+        return sites
+    if sites is not None:
+        raise TypeError("pass sites= or names_filter= (TransformerLens' name for the same selection), not both")
+    return names_filter
+
+
 def extract(
     model: nn.Module,
     tokenizer,
     texts: Sequence[str],
-    layers: str | int | Sequence[int] = "all",
+    layers: str | int | Sequence[int] | None = None,
     pooling: str = "mean",
-    backend: str = "hf",
+    backend: str | None = None,
     batch_size: int = 16,
     dtype: torch.dtype = torch.float32,
     progress: bool = True,
     *,
+    sites: str | int | Sequence[int | str] | Callable[[str], bool] | None = None,
+    names_filter: str | Sequence[str] | Callable[[str], bool] | None = None,
     ids: Sequence | None = None,
     labels: Sequence | None = None,
     padding_side: str | None = None,
@@ -240,23 +188,34 @@ def extract(
     store: str | os.PathLike | None = None,
     shard_size: int = 1024,
 ) -> Activations:
-    """Run ``model`` over ``texts`` and return pooled hidden states.
+    """Run ``model`` over ``texts`` and return the activations of chosen sites, pooled or per token.
 
     Args:
         model: a Hugging Face causal LM or VLM of a family
-            :func:`interp.models.get_adapter` knows (any dtype/device).
+            :func:`interp.models.get_adapter` knows (any dtype/device), or an
+            nnsight ``LanguageModel`` / a TransformerLens ``TransformerBridge``
+            around one.
         tokenizer: its tokenizer; each text is tokenised alone with special
             tokens (BOS) and no truncation unless ``max_length`` is set.
         texts: list of strings.
-        layers: ``"all"`` (indices ``0..L``), an index or a list of indices in
-            Hugging Face ``output_hidden_states`` numbering: 0 = embedding
-            output, i = output of decoder block i-1, L = after the final norm.
+        layers: hidden-state indices: ``"all"`` (``0..L``), an index or a list,
+            in Hugging Face ``output_hidden_states`` numbering (0 = embedding
+            output, i = output of decoder block i-1, L = after the final norm;
+            negative from the end). Default: ``"all"``, unless ``sites`` is given.
+        sites: named activation sites (:mod:`interp.extraction.sites`,
+            docs/sites.md): ``"blocks.3.hook_mlp_out"``, ``"blocks.*.attn.hook_pattern"``
+            (a glob), a module path (``"model.layers.3.mlp.down_proj"``, ``":input"``
+            for its input), ints (hidden-state indices), a list of these, or a
+            callable ``name -> bool`` over the model's vocabulary.
+        names_filter: TransformerLens' name for ``sites`` (a list, a glob or a callable).
         pooling: ``"mean"`` (all tokens incl. BOS, the official ILO choice),
             ``"mean_no_special"``, ``"last"`` or ``"none"`` (per token).
-        backend: ``"hf"`` (torch hooks), ``"transformer_lens"`` or ``"nnsight"``.
+        backend: ``"hf"`` (torch hooks; the default), ``"transformer_lens"``
+            or ``"nnsight"``. A ``TransformerBridge`` is read through its own hook
+            points: ``"transformer_lens"`` (its default, and the only choice).
         batch_size: texts per forward pass (length-sorted; results do not
             depend on it beyond float rounding).
-        dtype: dtype of the returned tensor (pooling is always done in float32);
+        dtype: dtype of the returned tensors (pooling is always done in float32);
             a ValueError if the states overflow it (Gemma's pass float16's 65504).
         progress: show a tqdm progress bar.
         ids, labels: per-text metadata carried into the result.
@@ -270,23 +229,26 @@ def extract(
             with the same arguments resumes where it stopped.
 
     Returns:
-        :class:`Activations` with ``tensor`` ``[n_layers, n_texts, d_model]``
-        on CPU (``[n_layers, n_tokens, d_model]`` + ``lengths`` for ``"none"``).
+        :class:`Activations`: ``acts[site]`` is ``[n_texts, *feature]`` (pooled)
+        or ``[n_tokens, *feature]`` (``"none"``, with ``lengths``); ``acts.tensor``
+        stacks sites of one shape (``[n_layers, n_texts, d_model]`` for hidden
+        states); token ids and strings of every text come along.
     """
     texts = check_texts(texts)
     check_pooling(pooling)
-    check_backend(backend)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
-        raise ValueError(f"shard_size must be a positive int, got {shard_size!r}")
+    bridge = bridge_of(model)
+    backend = _check_backend_for(backend, bridge)
+    batch_size = check_int("batch_size", batch_size, low=1)
+    shard_size = check_int("shard_size", shard_size, low=1)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
     padding_side = padding_side or getattr(tokenizer, "padding_side", None) or "right"
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    model = unwrap_model(model)
     adapter: ModelAdapter = get_adapter(model)
-    layer_ids = resolve_layers(layers, adapter.n_hidden_states)
+    site_list: list[Site] = resolve_request(adapter, layers, _check_sites_argument(sites, names_filter))
+    keys = [site.key for site in site_list]
     ids = _check_metadata("ids", ids, len(texts)) or list(range(len(texts)))
     labels = _check_metadata("labels", labels, len(texts))
     max_length = _check_max_length(max_length)
@@ -301,11 +263,18 @@ def extract(
                 "drop them or use pooling='mean'"
             )
     model_name = _model_name(model)
+    flat = token_strings(tokenizer, [i for t in tokens for i in t.input_ids])
+    strings, start = [], 0
+    for t in tokens:
+        strings.append(flat[start : start + len(t.input_ids)])
+        start += len(t.input_ids)
+    key_width = max(len(t.input_ids) for t in tokens)
 
     n = len(texts)
     shard_ranges = [range(s, min(s + shard_size, n)) for s in range(0, n, shard_size)]
-    settings = dict(layer_ids=layer_ids, pooling=pooling, dtype=dtype, backend=backend, batch_size=batch_size,
-                    shard_size=shard_size, max_length=max_length, padding_side=padding_side)  # fmt: skip
+    settings = dict(layer_ids=keys, pooling=pooling, dtype=dtype, backend=backend, batch_size=batch_size,
+                    shard_size=shard_size, max_length=max_length, padding_side=padding_side,
+                    n_hidden_states=adapter.n_hidden_states)  # fmt: skip
     with contextlib.ExitStack() as held:
         done: set[int] = set()
         sink = None
@@ -315,32 +284,38 @@ def extract(
             legacy = {"model_digest": functools.partial(legacy_model_digest, model)}
             done = held.enter_context(sink.writing(header, legacy))
         todo = [i for i in range(len(shard_ranges)) if i not in done]
-        results: list[dict[str, torch.Tensor]] = []
+        results: list[list[torch.Tensor]] = []
         pad = pad_id(tokenizer)
-        lengths = [len(t.input_ids) for t in tokens]
-        total = sum(len(shard_ranges[i]) for i in todo)
-        with tqdm(total=total, disable=not progress or total == 0, desc=f"extract[{backend}]", unit="text") as bar:
+        # progress in tokens, not texts: batches run longest first and languages differ in length, so a
+        # count of texts would make the first ETA far too long (and the last far too short)
+        n_tokens = [len(t.input_ids) for t in tokens]
+        total = sum(n_tokens[r] for i in todo for r in shard_ranges[i])
+        with tqdm(total=total, disable=not progress or total == 0, desc=f"extract[{backend}]", unit="tok",
+                  unit_scale=True) as bar:  # fmt: skip
             if todo:
-                with get_backend(backend)(model, tokenizer, adapter, layer_ids) as runner:
+                with get_backend(backend)(model, tokenizer, adapter, site_list, bridge=bridge) as runner:
                     for i in todo:
-                        shard = _run_shard(
-                            runner, tokens, lengths, shard_ranges[i], batch_size, pooling, pad, padding_side,
-                            dtype, bar,
-                        )  # fmt: skip
+                        rows = shard_ranges[i]
+                        values = run_shard(
+                            runner, tokens, rows, batch_size, pooling, pad, padding_side, dtype, key_width, bar
+                        )
                         if sink is not None:
-                            sink.commit(i, shard)
+                            shard_tokens = _shard_tokens(tokens, rows, strings)
+                            lengths = shard_tokens[1].clone() if pooling == "none" else None
+                            sink.commit(i, pack_shard(values, lengths, *shard_tokens))
                         else:
-                            results.append(shard)
+                            results.append(values)
         if sink is not None:
             return sink.load(verify=False)  # writing() verified resumed shards; the rest were just written
-    lengths = torch.cat([r["lengths"] for r in results]) if pooling == "none" else None
-    return Activations(
-        tensor=torch.cat([r["hidden"] for r in results], dim=1),
-        layers=layer_ids,
-        ids=ids,
-        labels=labels,
-        pooling=pooling,
-        lengths=lengths,
-        model_name=model_name,
-        meta={"backend": backend, "padding_side": padding_side, "batch_size": batch_size},
-    )
+    all_rows = range(n)
+    token_ids, token_lengths, flat_strings = _shard_tokens(tokens, all_rows, strings)
+    per_site = [torch.cat([shard[a] for shard in results]) for a in range(len(site_list))]
+    common = {
+        "ids": ids, "labels": labels, "pooling": pooling, "lengths": token_lengths if pooling == "none" else None,
+        "model_name": model_name, "tokens": TokenTable(token_ids, token_lengths, flat_strings),
+        "n_hidden_states": adapter.n_hidden_states,
+        "meta": {"backend": backend, "padding_side": padding_side, "batch_size": batch_size},
+    }  # fmt: skip
+    if len({tuple(v.shape[1:]) for v in per_site}) == 1:
+        return Activations(tensor=torch.stack(per_site), sites=keys, **common)
+    return Activations(values=dict(zip(keys, per_site, strict=True)), sites=keys, **common)

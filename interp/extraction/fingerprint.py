@@ -11,7 +11,8 @@ already on disk, so its fingerprint covers every input that changes the numbers:
   here; ``tokenizer`` keeps the class, path and size for a readable refusal;
 * ``texts`` (with ids and labels), ``layers``, ``pooling``, ``dtype``, ``backend``,
   ``batch_size`` and ``shard_size`` (batch composition changes float rounding),
-  ``max_length``, ``padding_side``;
+  ``max_length``, ``padding_side``; ``batch_size`` is recorded but may differ on
+  resume (:data:`interp.extraction.store.RESUMABLE_ACROSS`);
 * ``attn_implementation`` (SDPA and eager round differently), ``device`` (its type:
   ``cpu``, ``cuda``...) and ``matmul_precision`` (TF32 on or off).
 

@@ -40,16 +40,23 @@ def pool(
     """Pool one layer of a padded batch, in float32.
 
     Args:
-        hidden: ``[B, T, D]`` hidden states (any float dtype).
+        hidden: ``[B, T, *feature]`` states of one site (any float dtype; any
+            feature shape, e.g. ``[D]`` or ``[heads, d_head]``).
         attention_mask: ``[B, T]``, 1 for real tokens, 0 for padding.
         special_mask: ``[B, T]``, 1 for special tokens (BOS, EOS, ...).
         pooling: one of :data:`POOLINGS`.
 
     Returns:
-        ``[B, D]`` float32 for pooled modes; for ``"none"`` a list of ``B``
-        tensors ``[n_tokens_b, D]`` in token order.
+        ``[B, *feature]`` float32 for pooled modes; for ``"none"`` a list of ``B``
+        tensors ``[n_tokens_b, *feature]`` in token order.
     """
     check_pooling(pooling)
+    if hidden.ndim != 3:
+        feature = hidden.shape[2:]
+        out = pool(hidden.reshape(*hidden.shape[:2], -1), attention_mask, special_mask, pooling)
+        if pooling == "none":
+            return [rows.reshape(-1, *feature) for rows in out]
+        return out.reshape(-1, *feature)
     # with device_map="auto" a block's output lives on that block's GPU, the masks on the first one
     real = attention_mask.to(hidden.device).bool()
     special_mask = special_mask.to(hidden.device)

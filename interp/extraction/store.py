@@ -3,8 +3,8 @@
 Layout of a store directory::
 
     manifest.json             what is being extracted, and the committed shards
-    shard-00000.safetensors   texts [0, shard_size): "hidden" [n_layers, n, d_model]
-    shard-00001.safetensors   ...                    (+ "lengths" [n] for pooling="none")
+    shard-00000.safetensors   texts [0, shard_size): "hidden" [n_sites, n, *feature] (or one
+    shard-00001.safetensors   ...                    "site.{a}" per site), tokens (:mod:`.shards`)
     .lock                     held by the process writing the store (see below)
 
 Commit protocol (what makes ``kill -9`` safe): a shard is written to a
@@ -29,8 +29,13 @@ names carry the writer's PID and a random suffix. Readers take no lock:
 
 The manifest's ``fingerprint`` (:mod:`interp.extraction.fingerprint`: weights,
 the tokenizer's actual token ids, texts, layers, pooling, dtype, backend,
-batching...) must match for a resume; a different extraction pointed at the
-same directory is refused with the list of what differs.
+shard size...) must match for a resume; a different extraction pointed at the
+same directory is refused with the list of what differs. The exception is
+:data:`RESUMABLE_ACROSS`: ``batch_size`` only regroups the texts of a shard into
+forward passes, which moves float32 results by rounding at most, so a run may
+resume another's store with a different batch size (say 8 after an
+out-of-memory error at 16); each committed shard records the batch size it was
+written with (``committed[i]["batch_size"]``).
 """
 
 from __future__ import annotations
@@ -46,16 +51,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 from interp.extraction.activations import Activations
 from interp.extraction.fingerprint import describe_differences
 from interp.extraction.lock import LockHeld, WriterLock
+from interp.extraction.shards import read_shards
 
-__all__ = ["ActivationStore", "StoreError", "StoreLocked", "FORMAT"]
+__all__ = ["ActivationStore", "StoreError", "StoreLocked", "FORMAT", "RESUMABLE_ACROSS"]
 
 FORMAT = "interp.activations/1"
+#: Fingerprint keys that may differ between the runs writing one store (recorded per shard instead).
+RESUMABLE_ACROSS = frozenset({"batch_size"})
 MANIFEST = "manifest.json"
 LOCK = ".lock"
 
@@ -136,7 +143,7 @@ def _differences(header: dict, existing: dict, legacy: dict[str, Callable[[], ob
     ``legacy`` computes, on demand, the value of a key that only older stores recorded.
     """
     new, old = header["fingerprint"], existing["fingerprint"]
-    differs = [key for key in new.keys() & old.keys() if new[key] != old[key]]
+    differs = [key for key in new.keys() & old.keys() - RESUMABLE_ACROSS if new[key] != old[key]]
     differs += [key for key, compute in legacy.items() if key in old and key not in new and compute() != old[key]]
     if "texts" in differs:
         differs = [key for key in differs if key != "texts"] + (_changed_corpus(header, existing) or ["texts"])
@@ -158,6 +165,7 @@ class ActivationStore:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        self._written_with: dict = {}  # the RESUMABLE_ACROSS settings of this writer, recorded per shard
 
     @property
     def manifest_path(self) -> Path:
@@ -235,6 +243,8 @@ class ActivationStore:
         for name in os.listdir(self.path):
             if name != LOCK and _is_own_file(name):
                 (self.path / name).unlink(missing_ok=True)
+        fingerprint = header.get("fingerprint", {})
+        self._written_with = {key: fingerprint[key] for key in sorted(RESUMABLE_ACROSS) if key in fingerprint}
         existing = self.manifest()
         if existing is None:
             if any(not _is_own_file(name) for name in os.listdir(self.path)):
@@ -279,7 +289,8 @@ class ActivationStore:
             _save_shard(tensors, tmp)
             os.replace(tmp, final)
             manifest = self.manifest()
-            manifest["committed"][str(index)] = {"file": final.name, "sha256": _sha256(final)}
+            entry = {"file": final.name, "sha256": _sha256(final), **self._written_with}
+            manifest["committed"][str(index)] = entry
             manifest["complete"] = len(manifest["committed"]) == len(manifest["shards"])
             _write_json_atomic(self.manifest_path, manifest)
         except BaseException as err:
@@ -310,11 +321,17 @@ class ActivationStore:
         return len(manifest["committed"]), len(manifest["shards"])
 
     # -- reading ------------------------------------------------------------
-    def load(self, layers: list[int] | None = None, verify: bool = True) -> Activations:
-        """Read the whole store (or some hidden-state indices) into :class:`Activations`.
+    def load(
+        self, layers: list[int | str] | None = None, verify: bool = True, *, sites=None, lazy: bool = False
+    ) -> Activations:
+        """Read the whole store (or some sites) into :class:`Activations`.
 
-        ``verify=False`` skips re-hashing the shards; ``extract`` uses it for a store whose
-        shards it has just verified (resumed) or written itself.
+        ``layers`` / ``sites`` (either spelling) pick site keys (hidden-state indices or
+        names). ``lazy=True`` memory-maps the shards instead of reading them: nothing is
+        loaded until a site is indexed (``verify`` still hashes every shard first, reading
+        it once without keeping it). ``verify=False`` skips re-hashing the shards;
+        ``extract`` uses it for a store whose shards it has just verified (resumed) or
+        written itself.
 
         Raises:
             StoreError: shards missing (an unfinished run -- call ``extract``
@@ -330,29 +347,31 @@ class ActivationStore:
                 f"store {self.path} is incomplete: {len(missing)} of {n_shards} shards not committed "
                 f"(first: {missing[:5]}); run the same extract(..., store=...) call again to resume"
             )
-        all_layers = manifest["layers"]
-        wanted = all_layers if layers is None else list(layers)
-        unknown = [i for i in wanted if i not in all_layers]
+        if layers is not None and sites is not None:
+            raise TypeError("pass layers= or sites= (the same selection), not both")
+        all_sites = manifest["layers"]  # every site's key (ints: hidden-state indices)
+        wanted = all_sites if layers is None and sites is None else list(sites if sites is not None else layers)
+        unknown = [i for i in wanted if i not in all_sites]
         if unknown:
-            raise KeyError(f"hidden-state indices {unknown} are not in this store; it has {all_layers}")
-        rows = [all_layers.index(i) for i in wanted]
-        parts, lengths = [], []
+            raise KeyError(f"sites {unknown} are not in this store; it has {all_sites}")
+        paths = []
         for i in range(n_shards):
             path = self.shard_path(i)
             if not path.is_file() or (verify and _sha256(path) != manifest["committed"][str(i)]["sha256"]):
                 raise StoreError(f"shard {i} of {self.path} is missing or corrupt; re-run extract to recompute it")
-            with safe_open(str(path), framework="pt") as handle:
-                hidden = handle.get_tensor("hidden")
-                parts.append(hidden[rows] if rows != list(range(len(all_layers))) else hidden)
-                if "lengths" in handle.keys():  # noqa: SIM118 (safe_open has no __contains__)
-                    lengths.append(handle.get_tensor("lengths"))
+            paths.append(path)
+        rows, lengths, tokens = read_shards(paths, all_sites, wanted, lazy)
+        stacked = isinstance(rows, torch.Tensor)
         return Activations(
-            tensor=torch.cat(parts, dim=1),
-            layers=wanted,
+            tensor=rows if stacked else None,
+            values=None if stacked else rows,
+            sites=wanted,
             ids=manifest["ids"],
             labels=manifest["labels"],
             pooling=manifest["pooling"],
-            lengths=torch.cat(lengths) if lengths else None,
+            lengths=lengths,
             model_name=manifest["model_name"],
-            meta={"store": str(self.path)},
+            meta={"store": str(self.path), "lazy": lazy},
+            tokens=tokens,
+            n_hidden_states=manifest.get("n_hidden_states"),
         )

@@ -41,7 +41,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from interp._validation import check_texts
+from interp._validation import check_int, check_texts
 from interp.data.corpus import ParallelCorpus
 from interp.extraction.api import extract
 from interp.freeze.finetune import finetune
@@ -50,10 +50,52 @@ from interp.freeze.spec import FreezeSpec, frozen_path_layers
 from interp.ilo.api import score
 from interp.models.adapter import get_adapter
 
-__all__ = ["run_experiment", "FreezeExperimentResult", "default_conditions", "train_heldout_split", "BASE"]
+__all__ = [
+    "RESULT_COLUMNS",
+    "RESULT_FILES",
+    "run_experiment",
+    "evaluate_condition",
+    "FreezeExperimentResult",
+    "default_conditions",
+    "train_heldout_split",
+    "BASE",
+]
 
 #: Name of the untrained condition.
 BASE = "base"
+
+#: What each file of :meth:`FreezeExperimentResult.save` holds, and what each column means (its README).
+RESULT_FILES = {
+    "ilo.csv": "ILO per condition, hidden-state index and language",
+    "ilo_by_layer.csv": "ILO per condition and hidden-state index, means over languages",
+    "loss.csv": "held-out next-token loss per condition and language",
+    "training.csv": "one row per optimizer step of each fine-tuned condition",
+    "conditions.csv": "what each condition froze",
+    "ilo_by_condition.png": "mean ILO per layer, one line per condition",
+    "delta_ilo.png": "ILO change per layer against base, per fine-tuned condition",
+    "loss_change.png": "held-out loss change per language",
+}
+RESULT_COLUMNS = {
+    "ilo.csv": {
+        "condition": "base (not trained), full (every parameter trained) or a frozen condition",
+        "layer": "hidden-state index (0 = embeddings, i = output of decoder block i-1)",
+        "language": "evaluation language",
+        "bridge": "ILO's bridge", "reach": "ILO's reach", "reach_raw": "languages reached", "ilo": "ILO",
+        "delta_ilo": "ilo minus base's ilo (same layer and language)",
+        "frozen_path": "True where the hidden state depends on frozen parameters only (delta_ilo is 0 by construction)",
+    },
+    "loss.csv": {
+        "condition": "as in ilo.csv", "language": "held-out language",
+        "loss": "token-weighted mean next-token loss (nats/token) on the held-out texts",
+        "perplexity": "exp(loss)", "n_tokens": "next-token targets", "n_texts": "held-out texts",
+        "delta_loss": "loss minus base's loss", "ppl_ratio": "perplexity / base's perplexity",
+        "is_train_language": "True for the fine-tuning language",
+    },
+    "training.csv": {
+        "condition": "fine-tuned condition", "step": "optimizer step", "loss": "token-mean training loss of the step",
+        "lr": "learning rate", "n_tokens": "target tokens in the step",
+    },
+}  # fmt: skip
 
 
 def default_conditions(n_blocks: int, n_first: int = 8) -> dict[str, FreezeSpec | None]:
@@ -91,10 +133,8 @@ def train_heldout_split(
         if not 0 < n_train < 1:
             raise ValueError(f"a fractional n_train must be in (0, 1), got {n_train}")
         n_train = round(n_train * n_items)
-    if isinstance(n_train, bool) or not isinstance(n_train, int) or not 1 <= n_train <= n_items - 2:
-        raise ValueError(
-            f"n_train must leave at least 1 training item and 2 held-out items of the {n_items}, got {n_train!r}"
-        )
+    n_train = check_int("n_train", n_train, 1, n_items - 2,
+                        f" (at least 1 training item and 2 held-out items of the {n_items})")  # fmt: skip
     order = torch.randperm(n_items, generator=torch.Generator().manual_seed(seed)).tolist()
     train = sorted(order[:n_train])
     held = sorted(order[n_train:])
@@ -194,15 +234,40 @@ def _check_conditions(conditions, n_blocks: int) -> dict[str, FreezeSpec | None]
     return out
 
 
-def _evaluate(model, tokenizer, name, texts, langs, ids, heldout, opts) -> tuple[pd.DataFrame, pd.DataFrame]:
-    acts = extract(model, tokenizer, texts, layers=opts["layers"], pooling=opts["pooling"],
-                          backend=opts["backend"], batch_size=opts["eval_batch_size"], labels=langs, ids=ids,
-                          progress=opts["progress"])  # fmt: skip
-    scores = score(acts, k=opts["k"], t=opts["t"], metric=opts["metric"])
+def evaluate_condition(
+    model: nn.Module,
+    tokenizer,
+    name: str,
+    eval_corpus: ParallelCorpus,
+    heldout: ParallelCorpus | Mapping | None = None,
+    *,
+    k: int = 5,
+    t: int = 3,
+    metric: str = "cosine",
+    layers="all",
+    pooling: str = "mean",
+    backend: str = "hf",
+    eval_batch_size: int = 16,
+    max_length: int | None = 128,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One condition's evaluation: ``(ilo, loss)`` tables, each with a leading ``condition`` column.
+
+    ``ilo``: ``condition, layer, language, bridge, reach, reach_raw, ilo`` of ``eval_corpus``
+    (:func:`interp.extract` + :func:`interp.ilo.score`); ``loss``: ``condition, language, loss,
+    perplexity, n_tokens, n_texts`` on ``heldout`` (default ``eval_corpus``;
+    :func:`interp.freeze.language_loss`). :func:`run_experiment` calls it for every condition;
+    a resumable multi-seed script calls it once per (seed, condition) and ``base`` once.
+    """
+    texts, langs, ids = eval_corpus.flat()
+    acts = extract(model, tokenizer, texts, layers=layers, pooling=pooling, backend=backend,
+                   batch_size=eval_batch_size, labels=langs, ids=[str(i) for i in ids],
+                   progress=progress)  # fmt: skip
+    scores = score(acts, k=k, t=t, metric=metric)
     ilo = scores.table[["layer", "language", "bridge", "reach", "reach_raw", "ilo"]].copy()
     ilo.insert(0, "condition", name)
-    loss = language_loss(model, tokenizer, heldout, batch_size=opts["eval_batch_size"],
-                         max_length=opts["max_length"], progress=opts["progress"])  # fmt: skip
+    loss = language_loss(model, tokenizer, eval_corpus if heldout is None else heldout,
+                         batch_size=eval_batch_size, max_length=max_length, progress=progress)  # fmt: skip
     loss.insert(0, "condition", name)
     return ilo, loss
 
@@ -280,11 +345,9 @@ def run_experiment(
         raise TypeError(f"finetune_kwargs may not set {sorted(clash)}")
     opts = {"k": k, "t": t, "metric": metric, "layers": layers, "pooling": pooling, "backend": backend,
             "eval_batch_size": eval_batch_size, "max_length": max_length, "progress": progress}  # fmt: skip
-    texts, langs, ids = eval_corpus.flat()
-    ids = [str(i) for i in ids]
 
     ilo_parts, loss_parts, history, described = [], [], [], []
-    ilo, loss = _evaluate(model, tokenizer, BASE, texts, langs, ids, heldout, opts)
+    ilo, loss = evaluate_condition(model, tokenizer, BASE, eval_corpus, heldout, **opts)
     ilo_parts.append(ilo)
     loss_parts.append(loss)
     n_params = sum(p.numel() for p in model.parameters())
@@ -294,7 +357,7 @@ def run_experiment(
         run = finetune(model, tokenizer, train_texts, steps=steps, lr=lr, batch_size=batch_size, freeze=spec,
                        grad_accum=grad_accum, max_length=max_length, seed=seed, bf16=bf16, inplace=False,
                        progress=progress, **extra)  # fmt: skip
-        ilo, loss = _evaluate(run.model, tokenizer, name, texts, langs, ids, heldout, opts)
+        ilo, loss = evaluate_condition(run.model, tokenizer, name, eval_corpus, heldout, **opts)
         ilo_parts.append(ilo)
         loss_parts.append(loss)
         hist = run.history.copy()

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from interp._validation import check_texts
+from interp._validation import check_int, check_texts
 from interp.freeze.batching import lm_batch, summed_nll, tokenize_for_lm
 from interp.freeze.spec import FreezeSpec, count_scalars, freeze
 from interp.models.inputs import pad_id
@@ -80,9 +80,7 @@ class FinetuneResult:
 
 
 def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
+    return check_int(name, value, low=1)
 
 
 def _use_bf16(bf16, device: torch.device) -> bool:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from interp._validation import check_texts
+from interp._validation import check_int, check_texts
 from interp.data.corpus import ParallelCorpus
 from interp.freeze.batching import lm_batch, summed_nll, tokenize_for_lm
 from interp.models.inputs import pad_id
@@ -59,8 +59,7 @@ def language_loss(
         DataFrame, one row per language (corpus order): ``language, loss,
         perplexity, n_tokens`` (next-token targets), ``n_texts``.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    batch_size = check_int("batch_size", batch_size, low=1)
     texts_by_lang = _by_language(corpus)
     device = next(model.parameters()).device
     pad = pad_id(tokenizer)

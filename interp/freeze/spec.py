@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from interp._validation import check_int, is_int
 from interp.models.adapter import ModelAdapter, get_adapter, resolve_path
 
 __all__ = [
@@ -74,17 +75,17 @@ def _as_blocks(blocks) -> tuple[int, ...]:
         return ()
     if isinstance(blocks, bool):
         raise TypeError("blocks must be an int or an iterable of ints (decoder-block indices), got a bool")
-    if isinstance(blocks, int):
-        return (blocks,)
+    if is_int(blocks):
+        return (int(blocks),)
     if isinstance(blocks, (str, bytes)) or not isinstance(blocks, Iterable):
         raise TypeError(
             f"blocks must be an int or an iterable of ints (decoder-block indices, e.g. range(9)), got {blocks!r}"
         )
     out = tuple(blocks)
-    bad = [b for b in out if isinstance(b, bool) or not isinstance(b, int)]
+    bad = [b for b in out if not is_int(b)]
     if bad:
         raise TypeError(f"blocks must contain ints (decoder-block indices), got {bad[:3]}")
-    return out
+    return tuple(int(b) for b in out)
 
 
 @dataclass(frozen=True)
@@ -171,8 +172,7 @@ class FreezeSpec:
 
 
 def _check_n_first(n_first) -> None:
-    if isinstance(n_first, bool) or not isinstance(n_first, int) or n_first < 0:
-        raise ValueError(f"n_first must be a non-negative int, got {n_first!r}")
+    check_int("n_first", n_first, low=0)
 
 
 def _ranges(values: list[int]) -> str:

@@ -20,6 +20,7 @@ reorders near-ties, so published numbers are not reproduced bit for bit
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -30,9 +31,11 @@ import torch
 from interp._validation import first_appearance_codes, renamed
 from interp.ilo.baselines import (
     bootstrap_ilo,
+    chance_share,
     percentile_ci,
     permutation_null,
     retrieval_accuracy,
+    topic_share,
     translation_share,
 )
 from interp.ilo.inputs import check_baselines, check_inputs, check_scoring
@@ -40,7 +43,30 @@ from interp.ilo.measures import language_sums, scores_from_sums, slot_counts
 from interp.ilo.points import LocalPoints
 from interp.parallel.collectives import as_timeout
 
-__all__ = ["score", "ILOResult"]
+__all__ = ["score", "ILOResult", "TABLE_COLUMNS"]
+
+#: What each column of :attr:`ILOResult.table` means (the job's README and docs/ilo.md quote it).
+TABLE_COLUMNS = {
+    "layer": "hidden-state index (0 = embeddings, i = output of decoder block i-1, L = after the final norm)",
+    "language": "the points' language (FLORES-200 code)",
+    "bridge": "share of the language's points whose k neighbours span >= t other languages",
+    "reach": "reach_raw / (number of languages - 1)",
+    "reach_raw": "number of other languages that fill at least min_count of the language's neighbour slots",
+    "ilo": "ILO: harmonic mean of bridge and reach (0 if either is 0)",
+    "null_mean": "mean ILO over label permutations (language identity shuffled, neighbour graph kept): "
+    "the score of random mixing",
+    "null_std": "standard deviation of the permutation ILO",
+    "ilo_minus_null": "ilo - null_mean",
+    "z": "ilo_minus_null / null_std",
+    "ilo_share_of_null": "ilo / null_mean: 1 = as mixed as random labels, lower = more separated by language",
+    "translation_share": "mean share of a point's k neighbours that are the same item in another language",
+    "translation_share_chance": "translation_share expected for neighbours drawn uniformly at random",
+    "topic_share": "mean share of a point's k neighbours that are same-topic sentences in another language "
+    "(translations included)",
+    "topic_share_chance": "topic_share expected for neighbours drawn uniformly at random",
+    "ilo_ci_low": "2.5th percentile of ILO over item resamples (bootstrap)",
+    "ilo_ci_high": "97.5th percentile of ILO over item resamples (bootstrap)",
+}
 
 
 @dataclass
@@ -50,10 +76,12 @@ class ILOResult:
     Attributes:
         table: one row per (layer, language): ``layer, language, bridge,
             reach, reach_raw, ilo`` (+ ``null_mean, null_std, ilo_minus_null,
-            z`` with ``null``; ``translation_share`` with item ids;
-            ``ilo_ci_low, ilo_ci_high`` with ``bootstrap``).
+            z, ilo_share_of_null`` with ``null``; ``translation_share,
+            translation_share_chance`` with item ids; ``topic_share,
+            topic_share_chance`` with topics; ``ilo_ci_low, ilo_ci_high`` with
+            ``bootstrap``). :data:`TABLE_COLUMNS` says what each column means.
         by_layer: one row per layer: mean / median / min ILO over languages,
-            mean bridge and reach (+ mean null and translation share).
+            mean bridge and reach (+ the means of the null and share columns).
         cooccurrence: ``[L, n_langs, n_langs]`` neighbour-slot counts
             (row language's points, column language's neighbours).
         retrieval: ``[L, n_langs, n_langs]`` cross-lingual retrieval accuracy, if asked.
@@ -108,7 +136,9 @@ def _tables(columns: dict, layers: list[int], languages: list[str]) -> tuple[pd.
             "reach_mean": grouped["reach"].mean(),
         }
     )
-    for extra in ("null_mean", "ilo_minus_null", "translation_share"):
+    extras = ("null_mean", "ilo_minus_null", "ilo_share_of_null", "translation_share", "translation_share_chance",
+              "topic_share", "topic_share_chance")  # fmt: skip
+    for extra in extras:
         if extra in table:
             by_layer[extra] = grouped[extra].mean()
     return table, by_layer
@@ -123,6 +153,7 @@ def score(
     compat: bool = False,
     *,
     ids=None,
+    topics=None,
     min_count: int = 1,
     null: int = 0,
     bootstrap: int = 0,
@@ -145,6 +176,10 @@ def score(
         compat: reproduce the official positional self-drop (see module docstring).
         ids: item ids (which points are translations of each other; default
             ``acts.ids``); enables the translation-aware columns.
+        topics: one topic label per point (e.g. FLORES-200's, from
+            ``ParallelCorpus.flat_meta("topic")``); enables ``topic_share`` and
+            ``topic_share_chance``: a reader can tell languages mixing by meaning
+            from languages mixing at random.
         min_count: a language counts towards reach only if it fills at least
             this many neighbour slots of the language (1 = official).
         null: number of label permutations for the null (0 = none).
@@ -167,19 +202,21 @@ def score(
     knn_backend = renamed("knn_backend", knn_backend, "backend", backend, "auto", "interp.ilo.score")
     check_baselines(null, bootstrap, seed)
     if group is None:
-        x, layers, langs, ids = check_inputs(acts, langs, ids)
+        x, layers, langs, ids, topics = check_inputs(acts, langs, ids, topics)
         points = LocalPoints(len(langs))
     else:
         from interp.ilo.sharded import exchange
 
         settings = {"k": k, "t": t, "metric": metric, "compat": bool(compat), "min_count": min_count, "null": null,
                     "bootstrap": bootstrap, "retrieval": bool(retrieval), "seed": seed}  # fmt: skip
-        points, x, layers, langs, ids = exchange(acts, langs, ids, settings, group, as_timeout(timeout))
+        points, x, layers, langs, ids, topics = exchange(acts, langs, ids, settings, group, as_timeout(timeout),
+                                                         topics)  # fmt: skip
     codes, languages = first_appearance_codes(langs)
     n_langs, n_points = len(languages), len(langs)
     items, k, t, min_count = check_scoring(codes, languages, ids, k, t, min_count, bootstrap, retrieval)
     null, bootstrap, seed = map(int, (null, bootstrap, seed))
 
+    tic = time.perf_counter()
     x = points.prepare(x)
     if compat:
         found, _ = points.knn(x, k + 1, metric=metric, exclude_self=False, backend=knn_backend)
@@ -187,6 +224,8 @@ def score(
     else:
         indices, _ = points.knn(x, k, metric=metric, exclude_self=True, backend=knn_backend)
     indices = indices.cpu()  # scoring runs on the CPU labels (the kNN may have run on CUDA activations)
+    timing = {"knn_s": time.perf_counter() - tic}
+    tic = time.perf_counter()
     counts = slot_counts(indices, codes, n_langs)  # [L, n, n_langs]: this process's rows
     sums = points.sum(language_sums(counts, codes[points.rows], n_langs, t), "reducing ILO counts")
     scores = scores_from_sums(sums, torch.bincount(codes, minlength=n_langs), n_langs, min_count)
@@ -198,15 +237,24 @@ def score(
         columns["null_std"] = null_ilo.std(0)
         columns["ilo_minus_null"] = scores["ilo"] - columns["null_mean"]
         columns["z"] = columns["ilo_minus_null"] / columns["null_std"].clamp_min(1e-12)
+        columns["ilo_share_of_null"] = scores["ilo"] / columns["null_mean"].clamp_min(1e-300)
+    n_layers = len(layers)
     if items is not None:
         columns["translation_share"] = translation_share(indices, codes, items, n_langs, points=points)
+        columns["translation_share_chance"] = chance_share(codes, items, n_langs).expand(n_layers, -1)
+    if topics is not None:
+        topic_codes = first_appearance_codes(topics)[0]
+        columns["topic_share"] = topic_share(indices, codes, topic_codes, n_langs, points=points)
+        columns["topic_share_chance"] = chance_share(codes, topic_codes, n_langs).expand(n_layers, -1)
     if bootstrap:
         boot = bootstrap_ilo(counts, codes, items, n_langs, t, bootstrap, seed, min_count, points=points)
         columns["ilo_ci_low"], columns["ilo_ci_high"] = percentile_ci(boot)
 
     table, by_layer = _tables(columns, layers, languages)
+    timing["scoring_s"] = time.perf_counter() - tic
     params = {"k": k, "t": t, "metric": metric, "compat": compat, "min_count": min_count, "null": null,
-              "bootstrap": bootstrap, "seed": seed, "n_points": n_points, **points.params}  # fmt: skip
+              "bootstrap": bootstrap, "seed": seed, "n_points": n_points, "timing": timing,
+              "model": getattr(acts, "model_name", None), **points.params}  # fmt: skip
     return ILOResult(
         table=table,
         by_layer=by_layer,

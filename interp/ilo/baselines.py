@@ -8,6 +8,13 @@
 * :func:`translation_share` -- the share of each point's neighbours that are
   translations of the same item in another language; 0 for ILO's "random
   mixing", high only when translations meet.
+* :func:`topic_share` -- the share of each point's neighbours that are sentences
+  of the same topic in another language (FLORES-200's topic labels; a
+  translation counts too, it has the same topic): the geometry mixes languages
+  *by meaning* when it is high, and at random when it sits at
+  :func:`chance_share`, its value for neighbours drawn uniformly at random.
+  Both shares are one formula, :func:`other_language_share`, over different
+  groupings of the points (items, topics).
 * :func:`retrieval_accuracy` -- cross-lingual retrieval per language pair:
   is item j of language a closest, among language b's points, to item j of b?
 * :func:`bootstrap_ilo` -- percentile CIs over items, with the neighbour graph
@@ -30,7 +37,16 @@ import torch
 from interp.ilo.measures import bridging, harmonic, language_sums, scores_from_sums, slot_counts
 from interp.ilo.points import LocalPoints, Points
 
-__all__ = ["permutation_null", "translation_share", "retrieval_accuracy", "bootstrap_ilo", "percentile_ci"]
+__all__ = [
+    "permutation_null",
+    "other_language_share",
+    "translation_share",
+    "topic_share",
+    "chance_share",
+    "retrieval_accuracy",
+    "bootstrap_ilo",
+    "percentile_ci",
+]
 
 
 def permutation_null(
@@ -58,23 +74,59 @@ def permutation_null(
     return torch.stack([scores_from_sums(sums[p], per_lang, n_langs, min_count)["ilo"] for p in range(n_perm)])
 
 
-def translation_share(
-    indices: torch.Tensor, codes: torch.Tensor, items: torch.Tensor, n_langs: int, *, points: Points | None = None
+def other_language_share(
+    indices: torch.Tensor, codes: torch.Tensor, groups: torch.Tensor, n_langs: int, *, points: Points | None = None
 ) -> torch.Tensor:
-    """Mean share of neighbours that are the same item in another language: ``[L, n_langs]``.
+    """Mean share of neighbours in another language *and* the point's group: ``[L, n_langs]`` float64.
 
-    The per-point share is (same-item neighbours) / k; its mean over a language's
-    points is a float sum, so the per-point counts are brought into point order
+    For point ``i`` of language ``a``: ``|{j in kNN(i) : group(j) = group(i), lang(j) != a}| / k``,
+    averaged over ``a``'s points. ``groups`` ``[N]`` are integer group codes of all points (item
+    ids: the translation share; topics: the topic share). The per-point share is a fraction and
+    its mean a float sum, so the per-point counts are brought into point order
     (``points.gather``) before it is taken.
     """
     points = points or LocalPoints(len(codes))
     rows = points.rows
-    same = (items[indices] == items[rows][None, :, None]) & (codes[indices] != codes[rows][None, :, None])
+    same = (groups[indices] == groups[rows][None, :, None]) & (codes[indices] != codes[rows][None, :, None])
     per_point = (
-        points.gather(same.sum(-1), "gathering same-item counts", indices.shape[-1]).double() / indices.shape[-1]
+        points.gather(same.sum(-1), "gathering same-group counts", indices.shape[-1]).double() / indices.shape[-1]
     )  # [L, N]
     per_lang = torch.bincount(codes, minlength=n_langs).double()
     return torch.zeros(indices.shape[0], n_langs, dtype=torch.float64).index_add_(1, codes, per_point) / per_lang
+
+
+def translation_share(
+    indices: torch.Tensor, codes: torch.Tensor, items: torch.Tensor, n_langs: int, *, points: Points | None = None
+) -> torch.Tensor:
+    """Mean share of neighbours that are the same item in another language: ``[L, n_langs]``."""
+    return other_language_share(indices, codes, items, n_langs, points=points)
+
+
+def topic_share(
+    indices: torch.Tensor, codes: torch.Tensor, topics: torch.Tensor, n_langs: int, *, points: Points | None = None
+) -> torch.Tensor:
+    """Mean share of neighbours that are same-topic sentences in another language: ``[L, n_langs]``."""
+    return other_language_share(indices, codes, topics, n_langs, points=points)
+
+
+def chance_share(codes: torch.Tensor, groups: torch.Tensor, n_langs: int) -> torch.Tensor:
+    """:func:`other_language_share` expected for neighbours drawn uniformly at random: ``[n_langs]`` float64.
+
+    A random other point of a language-``a`` point ``i`` is in another language and ``i``'s
+    group with probability ``|{j != i : group(j) = group(i), lang(j) != a}| / (N - 1)``; the
+    value is its mean over ``a``'s points. It needs only the labels, so every process of a
+    sharded run computes it alone. For translations of ``n`` items in every one of ``L``
+    languages it is ``(L - 1) / (N - 1)``.
+    """
+    n_points = len(codes)
+    n_groups = int(groups.max()) + 1
+    joint = torch.zeros(n_groups, n_langs, dtype=torch.float64).index_put_(
+        (groups, codes), torch.ones(n_points, dtype=torch.float64), accumulate=True
+    )  # [groups, languages] point counts
+    other = joint.sum(1, keepdim=True) - joint  # same group, another language
+    per_point = other[groups, codes] / (n_points - 1)
+    per_lang = torch.bincount(codes, minlength=n_langs).double()
+    return torch.zeros(n_langs, dtype=torch.float64).index_add_(0, codes, per_point) / per_lang
 
 
 def retrieval_accuracy(

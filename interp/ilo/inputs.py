@@ -4,32 +4,19 @@ from __future__ import annotations
 
 import warnings
 
-import numpy as np
 import torch
 
 from interp._validation import first_appearance_codes, is_int
-from interp.extraction.activations import Activations
+from interp.extraction.activations import as_pooled_stack
 
 __all__ = ["check_inputs", "check_baselines", "check_scoring"]
 
 
-def check_inputs(acts, langs, ids) -> tuple[torch.Tensor, list[int], list, list | None]:
-    """``(x [L, N, D], layers, langs, ids)`` from :func:`interp.ilo.score`'s arguments, or a clear error."""
-    if isinstance(acts, Activations):
-        x, layers = acts.tensor, list(acts.layers)
-        langs = acts.labels if langs is None else langs
-        ids = acts.ids if ids is None else ids
-        if acts.lengths is not None:
-            raise ValueError("ILO needs pooled activations (one vector per text); these have pooling='none'")
-    elif isinstance(acts, (torch.Tensor, np.ndarray)):
-        x = torch.as_tensor(acts)
-        if x.ndim == 2:
-            x = x.unsqueeze(0)
-        if x.ndim != 3:
-            raise ValueError(f"activations must be [n_layers, N, D] or [N, D], got shape {tuple(x.shape)}")
-        layers = list(range(x.shape[0]))
-    else:
-        raise TypeError(f"acts must be interp.Activations or a tensor, got {type(acts).__name__}")
+def check_inputs(acts, langs, ids, topics=None) -> tuple[torch.Tensor, list[int], list, list | None, list | None]:
+    """``(x [L, N, D], layers, langs, ids, topics)`` from :func:`interp.ilo.score`'s arguments, or a clear error."""
+    x, layers, own_langs, own_ids = as_pooled_stack(acts, "acts", "ILO", allow_2d=True)
+    langs = own_langs if langs is None else langs
+    ids = own_ids if ids is None else ids
     if langs is None:
         raise ValueError("langs is required: one language label per point (or Activations with labels)")
     langs = list(langs)
@@ -37,12 +24,19 @@ def check_inputs(acts, langs, ids) -> tuple[torch.Tensor, list[int], list, list 
         raise ValueError(f"langs has {len(langs)} labels but there are {x.shape[1]} points")
     if ids is not None and len(ids) != x.shape[1]:
         raise ValueError(f"ids has {len(ids)} entries but there are {x.shape[1]} points")
+    if topics is not None:
+        topics = list(topics)
+        if len(topics) != x.shape[1]:
+            raise ValueError(
+                f"topics has {len(topics)} entries but there are {x.shape[1]} points; pass one topic per point "
+                "(ParallelCorpus.flat_meta('topic') gives them in the order of flat())"
+            )
     if not x.dtype.is_floating_point:
         raise TypeError(f"activations must be floating point, got {x.dtype}")
     if not torch.isfinite(x).all():
         layer = int((~torch.isfinite(x)).flatten(1).any(1).nonzero()[0])
         raise ValueError(f"activations contain NaN or Inf (first in layer {layers[layer]}); ILO needs finite vectors")
-    return x, layers, langs, ids
+    return x, layers, langs, ids, topics
 
 
 def check_baselines(null, bootstrap, seed) -> None:

@@ -6,7 +6,7 @@ shards in rank order. :func:`interp.ilo.score` runs unchanged on a :class:`Shard
 layout (:mod:`interp.ilo.points`), so every formula is the single-process one; what this
 module adds is how the ranks meet:
 
-* :func:`exchange` -- labels and ids (N small Python values) and the scalar arguments
+* :func:`exchange` -- labels, ids and topics (N small Python values) and the scalar arguments
   cross once (:func:`interp.parallel.all_gather_object`, bounded by ``timeout``), so every
   rank has the global language codes in the single-process order, and ranks called with
   different ``k``, ``t``, ... or invalid input on any rank all raise the same ``ValueError``
@@ -15,8 +15,8 @@ module adds is how the ranks meet:
   (bit-identical rows; each rank keeps only its own ``[L, n_r, k]`` lists);
 * :meth:`ShardedPoints.sum` -- ``all_reduce`` of per-language integer sums (bridging points,
   slot counts, null counts, bootstrap weights, retrieval hits) -- never the ``N × k`` lists;
-* :meth:`ShardedPoints.gather` -- the translation share averages per-point *fractions*,
-  whose float sum depends on order, so its per-point same-item counts (``[L, N]``, uint8
+* :meth:`ShardedPoints.gather` -- the translation and topic shares average per-point *fractions*,
+  whose float sum depends on order, so their per-point same-group counts (``[L, N]``, uint8
   for k < 256: 1/8k of the neighbour lists' size) are gathered and summed in point order.
 
 Every rank returns the same tables, equal bit for bit to the single-process result on
@@ -60,8 +60,8 @@ class ShardedPoints:
         return knn_sharded(x, k, group=self.group, timeout=self.timeout, **kwargs)
 
 
-def exchange(acts, langs, ids, settings: dict, group, timeout: timedelta):
-    """Validate every rank's input and agree on it: ``(points, x, layers, all langs, all ids)``.
+def exchange(acts, langs, ids, settings: dict, group, timeout: timedelta, topics=None):
+    """Validate every rank's input and agree on it: ``(points, x, layers, all langs, all ids, all topics)``.
 
     Collective. ``settings`` are the scalar arguments that must be equal on every rank.
     """
@@ -69,12 +69,13 @@ def exchange(acts, langs, ids, settings: dict, group, timeout: timedelta):
         raise RuntimeError("score(..., group=...) needs an initialised process group; see interp.parallel.launch")
     rank = dist.get_rank(group)
     try:
-        x, layers, langs, ids = check_inputs(acts, langs, ids)
+        x, layers, langs, ids, topics = check_inputs(acts, langs, ids, topics)
         problem = ""
     except (TypeError, ValueError) as err:
         x, layers, problem = None, None, str(err)
     settings = {**settings, "dtype": None if problem else str(x.dtype)}
-    mine = (problem, layers, None if problem else langs, None if problem else ids, settings)
+    mine = (problem, layers, None if problem else langs, None if problem else ids, settings,
+            None if problem else topics)  # fmt: skip
     shared = all_gather_object(mine, "exchanging labels, ids and arguments (sharded ILO)", group, timeout)
     if problem:
         raise ValueError(f"rank {rank}: {problem}")
@@ -86,6 +87,9 @@ def exchange(acts, langs, ids, settings: dict, group, timeout: timedelta):
         raise ValueError(f"rank {rank}: the ranks pass different layers: {[s[1] for s in shared]}")
     if any((s[3] is None) != (ids is None) for s in shared):
         raise ValueError(f"rank {rank}: some ranks pass item ids and some do not; pass them on every rank")
+    if any((s[5] is None) != (topics is None) for s in shared):
+        raise ValueError(f"rank {rank}: some ranks pass topics and some do not; pass them on every rank")
     points = ShardedPoints([len(s[2]) for s in shared], rank, group, timeout)
     all_ids = None if ids is None else [i for s in shared for i in s[3]]
-    return points, x, layers, [label for s in shared for label in s[2]], all_ids
+    all_topics = None if topics is None else [topic for s in shared for topic in s[5]]
+    return points, x, layers, [label for s in shared for label in s[2]], all_ids, all_topics

@@ -4,7 +4,7 @@ adapter, and the guard that restores a model after hook libraries touched it."""
 from interp.models.adapter import LAYOUTS, Layout, ModelAdapter, get_adapter
 from interp.models.guard import preserved
 from interp.models.loading import DEFAULT_MODEL, cache_dir, load_model
-from interp.models.tiny import byte_tokenizer, tiny_llama, tiny_llava, tiny_llava_processor
+from interp.models.tiny import byte_tokenizer, tiny_gpt2, tiny_gpt_neox, tiny_llama, tiny_llava, tiny_llava_processor
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -16,6 +16,8 @@ __all__ = [
     "get_adapter",
     "load_model",
     "preserved",
+    "tiny_gpt2",
+    "tiny_gpt_neox",
     "tiny_llama",
     "tiny_llava",
     "tiny_llava_processor",

@@ -18,6 +18,16 @@ Example::
     adapter.n_blocks            # number of decoder blocks, L
     adapter.n_hidden_states     # L + 1 (index 0 = embedding output)
     adapter.blocks[3]           # decoder block 3 -> hidden-state index 4
+    adapter.block_layout.mlp_out   # "mlp" (Llama) / "post_feedforward_layernorm" (Gemma 2/3)
+
+Inside a decoder block, a :class:`BlockLayout` names where the parts of the
+residual computation live (block-relative paths), so that named activation
+sites (:mod:`interp.extraction.sites`) can be read and patched on every family:
+the attention module, the input of its output projection (per-head outputs),
+the module whose output is added to the residual stream after attention and
+after the MLP (Gemma's extra post-norms included), and the module whose
+*input* is the residual stream between the two (``None`` for GPT-NeoX's
+parallel residual, where that state never exists).
 """
 
 from __future__ import annotations
@@ -26,7 +36,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
-__all__ = ["Layout", "ModelAdapter", "LAYOUTS", "get_adapter", "resolve_path"]
+from interp.models.interop import unwrap_model
+
+__all__ = ["Layout", "BlockLayout", "ModelAdapter", "LAYOUTS", "BLOCK_LAYOUTS", "get_adapter", "resolve_path"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +56,7 @@ class Layout:
     embed: str
     final_norm: str
     lm_head: str | None
+    pos_embed: str | None = None  # a learned absolute position embedding (GPT-2), added to the token embedding
 
 
 #: Known layouts, tried in order. Llama, Gemma (1-3), Qwen (2, 2.5, 3),
@@ -66,7 +79,7 @@ LAYOUTS: tuple[Layout, ...] = (
         "language_model.model.norm",
         "language_model.lm_head",
     ),
-    Layout("gpt2", "transformer", "transformer.h", "transformer.wte", "transformer.ln_f", "lm_head"),
+    Layout("gpt2", "transformer", "transformer.h", "transformer.wte", "transformer.ln_f", "lm_head", "transformer.wpe"),
     Layout(
         "gpt-neox",
         "gpt_neox",
@@ -77,7 +90,97 @@ LAYOUTS: tuple[Layout, ...] = (
     ),
     # Bare base models (e.g. ``LlamaModel``, ``GPT2Model``) passed directly.
     Layout("llama-base", "", "layers", "embed_tokens", "norm", None),
-    Layout("gpt2-base", "", "h", "wte", "ln_f", None),
+    Layout("gpt2-base", "", "h", "wte", "ln_f", None, "wpe"),
+)
+
+
+@dataclass(frozen=True)
+class BlockLayout:
+    """Block-relative dotted paths of one decoder-block family (see the module docstring).
+
+    Attributes:
+        family: a name for messages and docs.
+        attn: the self-attention module (its forward goes through transformers'
+            ``AttentionInterface``; ``output[1]`` is where attention weights come out).
+        attn_out_proj: the attention's output projection; its *input* is the
+            concatenated per-head outputs ``z``.
+        attn_out: the module whose output is the attention branch's contribution
+            to the residual stream (the attention itself, or Gemma's post-attention norm).
+        mlp: the MLP module.
+        mlp_out: the module whose output is the MLP branch's contribution.
+        resid_mid: the module whose input is the residual stream after the
+            attention and before the MLP (None where the block has no such state).
+        required: attributes block 0 must have for this layout to apply.
+        forbidden: attributes it must not have (what tells a look-alike family apart).
+    """
+
+    family: str
+    attn: str
+    attn_out_proj: str
+    attn_out: str
+    mlp: str
+    mlp_out: str
+    resid_mid: str | None
+    required: tuple[str, ...] = ()
+    forbidden: tuple[str, ...] = ()
+    parallel_residual: bool = False
+
+    def matches(self, block: nn.Module) -> bool:
+        paths = (self.attn, self.attn_out_proj, self.attn_out, self.mlp, self.mlp_out, self.resid_mid, *self.required)
+        if any(resolve_path(block, p) is None for p in paths if p is not None):
+            return False
+        if any(resolve_path(block, p) is not None for p in self.forbidden):
+            return False
+        return bool(getattr(block, "use_parallel_residual", False)) == self.parallel_residual
+
+
+#: Known decoder-block layouts, tried in order on block 0.
+BLOCK_LAYOUTS: tuple[BlockLayout, ...] = (
+    # Gemma 2/3: sandwich norms -- the attention and MLP outputs are normed before the residual add
+    BlockLayout(
+        "gemma",
+        attn="self_attn",
+        attn_out_proj="self_attn.o_proj",
+        attn_out="post_attention_layernorm",
+        mlp="mlp",
+        mlp_out="post_feedforward_layernorm",
+        resid_mid="pre_feedforward_layernorm",
+        required=("input_layernorm",),
+    ),
+    # Llama, Gemma 1, Qwen 2/2.5/3, Mistral, Phi-3 and LLaVA's text model: pre-norm blocks
+    BlockLayout(
+        "llama",
+        attn="self_attn",
+        attn_out_proj="self_attn.o_proj",
+        attn_out="self_attn",
+        mlp="mlp",
+        mlp_out="mlp",
+        resid_mid="post_attention_layernorm",
+        required=("input_layernorm",),
+        forbidden=("post_feedforward_layernorm", "pre_feedforward_layernorm"),
+    ),
+    BlockLayout("gpt2", "attn", "attn.c_proj", "attn", "mlp", "mlp", "ln_2", required=("ln_1",)),
+    BlockLayout(
+        "gpt-neox",
+        "attention",
+        "attention.dense",
+        "attention",
+        "mlp",
+        "mlp",
+        "post_attention_layernorm",
+        required=("input_layernorm",),
+    ),  # fmt: skip
+    BlockLayout(
+        "gpt-neox-parallel",
+        "attention",
+        "attention.dense",
+        "attention",
+        "mlp",
+        "mlp",
+        None,
+        required=("input_layernorm", "post_attention_layernorm"),
+        parallel_residual=True,
+    ),  # fmt: skip
 )
 
 
@@ -102,6 +205,20 @@ class ModelAdapter:
     embed: nn.Module
     final_norm: nn.Module
     lm_head: nn.Module | None
+
+    @property
+    def block_layout(self) -> BlockLayout | None:
+        """The :class:`BlockLayout` of the decoder blocks, or None for an unknown block family."""
+        return next((b for b in BLOCK_LAYOUTS if b.matches(self.blocks[0])), None)
+
+    @property
+    def n_heads(self) -> int | None:
+        """Attention heads per block (the text config's ``num_attention_heads``), or None if unknown."""
+        config = getattr(self.model, "config", None)
+        if config is not None and hasattr(config, "get_text_config"):
+            config = config.get_text_config()
+        n = getattr(config, "num_attention_heads", None)
+        return n if isinstance(n, int) and n > 0 else None
 
     @property
     def family(self) -> str:
@@ -134,13 +251,16 @@ class ModelAdapter:
 def get_adapter(model: nn.Module) -> ModelAdapter:
     """Find where ``model``'s blocks, embedding, final norm and LM head live.
 
+    ``model`` may also be an nnsight ``LanguageModel`` or a TransformerLens
+    ``TransformerBridge``: the Hugging Face model inside is used
+    (:func:`interp.models.interop.unwrap_model`).
+
     Raises:
-        TypeError: ``model`` is not an ``nn.Module``.
+        TypeError: ``model`` is not an ``nn.Module`` or a known wrapper (the message says what to pass).
         ValueError: no known layout matches; the message lists the attribute
             paths that were looked for.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    model = unwrap_model(model)
     for layout in LAYOUTS:
         blocks = resolve_path(model, layout.blocks)
         if not isinstance(blocks, nn.ModuleList) or len(blocks) == 0:

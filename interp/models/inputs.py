@@ -16,13 +16,14 @@ per-language loss use the same tokenisation and right-padded batches
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
 
 from interp._validation import is_int
 
-__all__ = ["Tokenized", "Batch", "tokenize", "plan_batches", "collate", "pad_id"]
+__all__ = ["Tokenized", "Batch", "tokenize", "plan_batches", "collate", "pad_id", "token_strings", "cache_kwarg"]
 
 
 @dataclass(frozen=True)
@@ -98,3 +99,20 @@ def pad_id(tokenizer) -> int:
         if is_int(value):
             return int(value)
     return 0
+
+
+def token_strings(tokenizer, ids: list[int]) -> list[str]:
+    """Each token id decoded alone (TransformerLens' ``to_str_tokens``): ``" Paris"``, not ``"▁Paris"``.
+
+    A byte-level token that is part of a multi-byte character decodes to ``"\ufffd"``,
+    as it does in the tokenizer. Each distinct id is decoded once.
+    """
+    distinct = sorted(set(ids))
+    decoded = tokenizer.batch_decode([[i] for i in distinct], clean_up_tokenization_spaces=False)
+    lookup = dict(zip(distinct, decoded, strict=True))
+    return [lookup[i] for i in ids]
+
+
+def cache_kwarg(model) -> str:
+    """The name of the KV-cache argument: transformers >= 5.2x calls it ``cache``, older 5.x ``past_key_values``."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"

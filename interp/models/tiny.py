@@ -8,6 +8,9 @@
   vocabulary (punctuation split off, unknown words -> ``<unk>``), for toy models
   whose prompts should be a few tokens long and readable token by token.
 * :func:`tiny_llama` -- a ``LlamaForCausalLM`` with a few blocks.
+* :func:`tiny_gpt2`, :func:`tiny_gpt_neox` -- the other block families of the
+  adapter (learned positions and a fused qkv; partial rotary and a parallel
+  or sequential residual).
 * :func:`tiny_llava` -- a ``LlavaForConditionalGeneration``: CLIP vision tower +
   Llama text model, with ``<image>`` as its image token.
 * :func:`tiny_llava_processor` -- the matching ``LlavaProcessor`` (byte tokenizer +
@@ -21,7 +24,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["byte_tokenizer", "word_tokenizer", "tiny_llama", "tiny_llava", "tiny_llava_processor", "BYTE_VOCAB_SIZE"]
+__all__ = [
+    "byte_tokenizer", "word_tokenizer", "tiny_llama", "tiny_gpt2", "tiny_gpt_neox", "tiny_llava",
+    "tiny_llava_processor", "BYTE_VOCAB_SIZE",
+]  # fmt: skip
 
 _SPECIALS = ("<pad>", "<bos>", "<eos>", "<image>")
 #: Vocabulary size of :func:`byte_tokenizer`: 256 bytes + 4 special tokens.
@@ -146,6 +152,39 @@ def tiny_llama(
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
     return model.eval()
+
+
+def _seeded(build, seed: int) -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build().eval()
+
+
+def tiny_gpt2(n_layers: int = 2, d_model: int = 64, n_heads: int = 4, seed: int = 0) -> nn.Module:
+    """A randomly initialised ``GPT2LMHeadModel`` (learned absolute positions, 256-token context)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(
+        vocab_size=BYTE_VOCAB_SIZE, n_positions=256, n_embd=d_model, n_layer=n_layers, n_head=n_heads,
+        bos_token_id=257, eos_token_id=258, pad_token_id=256,
+    )  # fmt: skip
+    config.architectures = ["GPT2LMHeadModel"]
+    return _seeded(lambda: GPT2LMHeadModel(config), seed)
+
+
+def tiny_gpt_neox(
+    n_layers: int = 2, d_model: int = 64, n_heads: int = 4, seed: int = 0, parallel_residual: bool = True
+) -> nn.Module:
+    """A randomly initialised ``GPTNeoXForCausalLM`` (partial rotary; Pythia's parallel residual by default)."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    config = GPTNeoXConfig(
+        vocab_size=BYTE_VOCAB_SIZE, hidden_size=d_model, num_hidden_layers=n_layers, num_attention_heads=n_heads,
+        intermediate_size=2 * d_model, max_position_embeddings=256, use_parallel_residual=parallel_residual,
+        bos_token_id=257, eos_token_id=258, pad_token_id=256,
+    )  # fmt: skip
+    config.architectures = ["GPTNeoXForCausalLM"]
+    return _seeded(lambda: GPTNeoXForCausalLM(config), seed)
 
 
 def tiny_llava(

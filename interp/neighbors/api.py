@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from interp._validation import as_float_tensor, is_int
+from interp._validation import as_float_tensor, check_int, is_int
 from interp.neighbors.exact import rerank
 
 __all__ = ["knn", "KNNStats", "collect_stats", "DISTANCE_METRICS", "KNN_BACKENDS", "as_float_tensor"]
@@ -156,8 +156,7 @@ def knn(
             + f", got {k!r}"
         )
     k = int(k)
-    if block is not None and (not isinstance(block, int) or block < 1):
-        raise ValueError(f"block must be a positive int, got {block!r}")
+    block = None if block is None else check_int("block", block, low=1)
     kc = min(n_available, k + 8 + k // 2)
     chosen = _auto_backend(X.device, kc) if backend == "auto" else backend
     if precision != "ieee" and chosen != "triton":

@@ -36,7 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from interp._validation import as_float_tensor, renamed
-from interp.extraction.activations import Activations
+from interp.extraction.activations import Activations, as_pooled_stack
 from interp.similarity.cka import _features_hsic, centred_gram
 from interp.similarity.knn_metrics import (
     check_cknna_metric,
@@ -302,13 +302,7 @@ def pairwise(
 
 def _unpack(name: str, acts, layers):
     """``(tensor [L, N, D], hidden-state labels, Activations or None)`` with ``layers`` selected."""
-    if isinstance(acts, Activations):
-        if acts.lengths is not None:
-            raise ValueError(f"{name} has per-token states (pooling='none'); similarity needs one vector per input")
-        x, labels = acts.tensor, list(acts.layers)
-    else:
-        x = _check_stack(name, acts)
-        labels = list(range(x.shape[0]))
+    x, labels, _, _ = as_pooled_stack(acts, name, "similarity")
     if layers is not None:
         layers = [layers] if isinstance(layers, int) else list(layers)
         missing = [layer for layer in layers if layer not in labels]

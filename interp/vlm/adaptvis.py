@@ -21,13 +21,13 @@ result has the same tokens as ``model.generate`` under
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from interp._validation import renamed
+from interp.models.inputs import cache_kwarg
 from interp.vlm.checks import check_alpha
 from interp.vlm.geometry import image_token_id
 from interp.vlm.intervene import scale_image_attention
@@ -66,14 +66,9 @@ def _eos_ids(model: nn.Module, processor) -> set[int]:
     return set(eos if isinstance(eos, (list, tuple)) else [] if eos is None else [eos])
 
 
-def _cache_kwarg(model: nn.Module) -> str:
-    """transformers ≥ 5.2x calls the KV cache argument ``cache``; older versions ``past_key_values``."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
 def _step(model: nn.Module, token: torch.Tensor, cache, attention_mask: torch.Tensor) -> torch.Tensor:
     """Run ``token [1, 1]`` on top of ``cache``; return the next-token logits ``[V]``."""
-    out = model(input_ids=token, attention_mask=attention_mask, use_cache=True, **{_cache_kwarg(model): cache})
+    out = model(input_ids=token, attention_mask=attention_mask, use_cache=True, **{cache_kwarg(model): cache})
     return out.logits[0, -1]
 
 
@@ -145,7 +140,7 @@ def adaptvis_generate(
     cache = DynamicCache(config=model.config.get_text_config())
     with torch.no_grad():
         prefix = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
-        prefix[_cache_kwarg(model)] = cache
+        prefix[cache_kwarg(model)] = cache
         model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], use_cache=True, logits_to_keep=1, **prefix)
         logits = _step(model, ids[:, -1:], cache, mask)
         probs = torch.softmax(logits.float(), dim=-1)
@@ -189,7 +184,7 @@ def scalingvis_generate(
     cache = DynamicCache(config=model.config.get_text_config())
     with torch.no_grad():
         with scale_image_attention(model, alpha, blocks=blocks, heads=heads):
-            out = model(**inputs, use_cache=True, logits_to_keep=1, **{_cache_kwarg(model): cache})
+            out = model(**inputs, use_cache=True, logits_to_keep=1, **{cache_kwarg(model): cache})
             logits = out.logits[0, -1]
         tokens = _decode(model, processor, logits, cache, mask, max_new_tokens)
     return AdaptVisResult(_answer(processor, tokens), tokens, float("nan"), alpha)

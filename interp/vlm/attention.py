@@ -1,31 +1,26 @@
-"""Row-wise attention probabilities computed beside the model's own attention kernel.
+"""Row-wise attention probabilities for AdaptVis, computed beside the model's own attention kernel.
 
 Tracing attention usually means ``output_attentions=True``, which forces the
 whole model onto eager attention and materialises every ``[heads, seq, seq]``
-matrix. AdaptVis needs one query row (the last prompt token) per layer, so this
-module computes just that row, and leaves the layer's output to the fast kernel.
+matrix. AdaptVis needs one query row (the last prompt token) per layer, so a
+:class:`RowProbe` computes just that row and leaves the layer's output to the
+fast kernel. The machinery -- an ``"interp+<kernel>"`` attention function that
+runs the model's kernel, then hooks attached to chosen attention modules -- is
+generic and lives in :mod:`interp.models.attention`; this module adds the VLM
+part:
 
-Design:
-
-* transformers (≥ 4.48) looks each layer's attention function up by name,
-  ``ALL_ATTENTION_FUNCTIONS[config._attn_implementation]``, and builds the mask
-  with ``ALL_MASK_ATTENTION_FUNCTIONS`` under the same name. For a base kernel
-  ``b`` (``"sdpa"``, ``"eager"``, ``"flash_attention_2"``...) we register the name
-  ``"interp+b"`` in both registries: the mask is ``b``'s mask and the function is
-  :func:`rows_attention`, which first calls ``b`` unchanged.
-* :func:`probing` switches the *text* config to ``"interp+b"`` and attaches a
-  :class:`RowProbe` to the attention modules of the chosen layers (an instance
-  attribute). Layers without a probe only run ``b``. On exit the config name and
-  the attributes are restored, even after an exception (a Ctrl-C included), and
-  ``"interp+b"`` leaves both registries again once no probing uses it.
-* In a probed layer, :func:`rows_attention` recomputes the selected query rows
-  eagerly -- ``logits = q_rows · kᵀ · scaling`` (GQA keys repeated), then the
-  probe's α on image-key columns of the selected heads (**before** the mask is
-  added, as in the official AdaptVis code), then the model's logit soft-cap if it
-  has one (Gemma 2), then the mask, then an fp32 softmax.
-  The probabilities go to the probe (tracing); if α ≠ 1 the rows' outputs for the
-  selected heads are replaced by ``probs · V`` (ScalingVis). Extra cost: one
-  ``[heads, rows, seq]`` product per probed layer.
+* :class:`RowProbe` is such a hook. In a probed layer it recomputes the selected
+  query rows (:meth:`interp.models.attention.AttentionCall.probs`:
+  ``q_rows · kᵀ · scaling``, GQA keys repeated), with the probe's α on the
+  image-key columns of the selected heads **before** the mask is added (as in
+  the official AdaptVis code), then the model's logit soft-cap if it has one
+  (Gemma 2), the mask and an fp32 softmax. The probabilities go to the probe
+  (tracing); if α ≠ 1 the rows' outputs for the selected heads are replaced by
+  ``probs · V`` (ScalingVis). Extra cost: one ``[heads, rows, seq]`` product per
+  probed layer.
+* :func:`probing` attaches a probe to the chosen blocks (undone on exit, a
+  Ctrl-C included); :func:`watch_image_tokens` keeps the probe's image-key
+  columns in sync with each new prompt.
 
 Row selection (:meth:`RowProbe.rows_for`) works in cache coordinates: a call with
 ``q_len`` queries over ``kv_len`` keys holds positions ``kv_len - q_len ...
@@ -36,28 +31,34 @@ official "prefill only" rule without its "attention matrix is square" test.
 
 from __future__ import annotations
 
-import sys
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from torch import nn
-from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
 
-from interp.models import get_adapter
+from interp.models.attention import (
+    HOOKS_ATTR,
+    PREFIX,
+    AttentionCall,
+    attention_hooks,
+    attention_modules,
+    interposed_attention,
+)
 
 __all__ = ["RowProbe", "probing", "rows_attention", "attention_modules", "watch_image_tokens", "PROBE_ATTR", "PREFIX"]
 
-PROBE_ATTR = "_interp_row_probe"
-PREFIX = "interp+"
+#: the attribute a probed attention module carries (the generic hook list of :mod:`interp.models.attention`)
+PROBE_ATTR = HOOKS_ATTR
+#: the ``"interp+<kernel>"`` attention function (kept under its earlier name)
+rows_attention = interposed_attention
 
 
-@dataclass
+@dataclass(eq=False)
 class RowProbe:
-    """What to do in the probed layers.
+    """What to do in the probed layers (an :data:`interp.models.attention.AttentionHook`).
 
     Attributes:
         key_is_image: ``[B, S_prompt]`` bool, image-token positions of the prompt
@@ -92,168 +93,40 @@ class RowProbe:
             return img[:, :kv_len]
         return torch.cat([img, img.new_zeros(img.shape[0], kv_len - img.shape[1])], dim=1)
 
-
-def _repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """``[B, H_kv, S, d] -> [B, H_kv * groups, S, d]`` (grouped-query attention)."""
-    return x if groups == 1 else x.repeat_interleave(groups, dim=1)
-
-
-def _row_mask(attention_mask: torch.Tensor | None, rows: torch.Tensor, q_len: int, kv_len: int) -> torch.Tensor:
-    """The mask of the selected rows, ``[B|1, 1|H, r, kv]`` (bool: True = attend; float: additive)."""
-    if attention_mask is None or attention_mask.ndim == 2:
-        # SDPA's causal fast path (no mask) or a flash-style [B, kv] padding mask.
-        positions = kv_len - q_len + rows
-        causal = torch.arange(kv_len, device=rows.device)[None, :] <= positions[:, None]
-        mask = causal[None, None]
-        if attention_mask is not None:
-            mask = mask & attention_mask[:, None, None, :kv_len].bool()
-        return mask
-    return attention_mask[..., rows, :kv_len]
-
-
-def rows_attention(
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float | None = None,
-    dropout: float = 0.0,
-    **kwargs,
-) -> tuple[torch.Tensor, None]:
-    """The ``"interp+<base>"`` attention function (see the module docstring).
-
-    Shapes (transformers' attention-interface contract): ``query [B, H, q, d]``,
-    ``key/value [B, H_kv, kv, d]``; returns ``[B, q, H, d]``.
-    """
-    base_name = module.config._attn_implementation.removeprefix(PREFIX)
-    if base_name == "eager":  # each model file defines its own eager function; use that one
-        base = getattr(sys.modules[type(module).__module__], "eager_attention_forward", _eager_attention)
-    else:
-        base = ALL_ATTENTION_FUNCTIONS[base_name]
-    out, _ = base(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
-    probe: RowProbe | None = module.__dict__.get(PROBE_ATTR)
-    if probe is None:
-        return out, None
-    q_len, kv_len = query.shape[2], key.shape[2]
-    selected = probe.rows_for(q_len, kv_len)
-    if not selected:
-        return out, None
-    scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
-    groups = query.shape[1] // key.shape[1]
-    rows = torch.tensor(selected, device=query.device)
-    keys = _repeat_kv(key, groups)
-    logits = torch.matmul(query[:, :, rows], keys.transpose(2, 3)) * scaling  # [B, H, r, kv]
-    n_heads = query.shape[1]
-    if probe.alpha != 1.0:
-        heads = torch.zeros(n_heads, dtype=torch.bool, device=query.device)
-        heads[list(range(n_heads)) if probe.heads is None else list(probe.heads)] = True
-        cols = probe.image_columns(kv_len, query.device)  # [B, kv]
+    def _scale_image_keys(self, call: AttentionCall, logits: torch.Tensor) -> torch.Tensor:
+        heads = torch.zeros(call.n_heads, dtype=torch.bool, device=logits.device)
+        heads[list(range(call.n_heads)) if self.heads is None else list(self.heads)] = True
+        cols = self.image_columns(call.kv_len, logits.device)  # [B, kv]
         scaled = heads[None, :, None, None] & cols[:, None, None, :]
-        logits = torch.where(scaled, logits * probe.alpha, logits)
-    logits = _softcapped(logits, kwargs.get("softcap"))
-    mask = _row_mask(attention_mask, rows, q_len, kv_len)
-    logits = logits.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else logits + mask
-    probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
-    if probe.record:
-        probe.records[module.layer_idx] = probs.detach()
-    if probe.alpha != 1.0:
-        rows_out = torch.matmul(probs.to(value.dtype), _repeat_kv(value, groups))  # [B, H, r, d]
-        head_idx = torch.arange(n_heads) if probe.heads is None else torch.tensor(list(probe.heads))
-        head_idx = head_idx.to(query.device)
-        out = out.clone()
-        out[:, rows[:, None], head_idx[None, :]] = rows_out.transpose(1, 2)[:, :, head_idx]
-    return out, None
+        return torch.where(scaled, logits * self.alpha, logits)
 
-
-def _softcapped(logits: torch.Tensor, softcap: float | None) -> torch.Tensor:
-    """Gemma-2-style logit soft-capping ``softcap · tanh(logits / softcap)`` (after α, before the mask)."""
-    return logits if softcap is None else torch.tanh(logits / softcap) * softcap
-
-
-def _eager_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, softcap=None, **kwargs):
-    """Plain eager attention (transformers' ``eager_attention_forward`` is per-model, not registered)."""
-    scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
-    groups = query.shape[1] // key.shape[1]
-    logits = _softcapped(torch.matmul(query, _repeat_kv(key, groups).transpose(2, 3)) * scaling, softcap)
-    if attention_mask is not None:
-        logits = logits + attention_mask[..., : key.shape[2]]
-    probs = torch.softmax(logits, dim=-1, dtype=torch.float32).to(query.dtype)
-    probs = nn.functional.dropout(probs, p=dropout, training=module.training)
-    return torch.matmul(probs, _repeat_kv(value, groups)).transpose(1, 2).contiguous(), probs
-
-
-def _register(base: str) -> str:
-    """Register ``"interp+<base>"`` in transformers' attention and mask registries (idempotent)."""
-    name = PREFIX + base
-    if base != "eager" and base not in ALL_ATTENTION_FUNCTIONS:
-        raise ValueError(f"attention implementation {base!r} is not registered in transformers' AttentionInterface")
-    if base not in ALL_MASK_ATTENTION_FUNCTIONS:
-        raise ValueError(f"attention implementation {base!r} has no mask function; load the model with sdpa or eager")
-    if name not in ALL_ATTENTION_FUNCTIONS:
-        AttentionInterface.register(name, rows_attention)
-    if name not in ALL_MASK_ATTENTION_FUNCTIONS:
-        AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[base])
-    return name
-
-
-#: ``"interp+<base>"`` -> open :func:`probing` contexts using it; ``_ADDED``: those names that
-#: probing registered itself (taken out of both registries when their last user exits).
-_USERS: Counter[str] = Counter()
-_ADDED: set[str] = set()
-
-
-@contextmanager
-def _registered(base: str) -> Iterator[str]:
-    """``"interp+<base>"`` registered for the duration (shared by overlapping contexts, then unregistered)."""
-    name = PREFIX + base
-    try:
-        _USERS[name] += 1
-        if name not in ALL_ATTENTION_FUNCTIONS or name not in ALL_MASK_ATTENTION_FUNCTIONS:
-            _ADDED.add(name)
-        yield _register(base)
-    finally:
-        _USERS[name] -= 1
-        if _USERS[name] <= 0:
-            del _USERS[name]
-            if name in _ADDED:  # transformers has no unregister: drop the class-wide entries themselves
-                _ADDED.discard(name)
-                AttentionInterface._global_mapping.pop(name, None)
-                AttentionMaskInterface._global_mapping.pop(name, None)
-
-
-def attention_modules(model: nn.Module) -> list[nn.Module]:
-    """The self-attention module of every decoder block of the (text) model."""
-    modules = []
-    for i, block in enumerate(get_adapter(model).blocks):
-        attn = getattr(block, "self_attn", None)
-        if attn is None or not hasattr(attn, "layer_idx"):
-            raise ValueError(
-                f"decoder block {i} ({type(block).__name__}) has no transformers-style self_attn with a layer_idx; "
-                "interp.vlm supports models whose attention goes through transformers' AttentionInterface"
-            )
-        modules.append(attn)
-    return modules
+    def __call__(self, call: AttentionCall, out: torch.Tensor, weights):
+        selected = self.rows_for(call.q_len, call.kv_len)
+        if not selected:
+            return out, weights
+        pre_mask = partial(self._scale_image_keys, call) if self.alpha != 1.0 else None
+        probs = call.probs(selected, pre_mask=pre_mask)
+        if self.record:
+            self.records[call.module.layer_idx] = probs.detach()
+        if self.alpha != 1.0:
+            rows = torch.tensor(selected, device=out.device)
+            rows_out = call.output(probs)  # [B, r, H, d]
+            head_idx = torch.arange(call.n_heads) if self.heads is None else torch.tensor(list(self.heads))
+            head_idx = head_idx.to(out.device)
+            out = out.clone()
+            out[:, rows[:, None], head_idx[None, :]] = rows_out[:, :, head_idx]
+        return out, weights
 
 
 @contextmanager
 def probing(model: nn.Module, probe: RowProbe, blocks: Sequence[int]) -> Iterator[RowProbe]:
     """Attach ``probe`` to the attention of decoder blocks ``blocks`` (undone on exit)."""
-    modules = attention_modules(model)
-    config = modules[0].config
+    config = attention_modules(model)[0].config
     original = config._attn_implementation
     if isinstance(original, str) and original.startswith(PREFIX):
         raise RuntimeError("interp.vlm probes are already active on this model; nested tracing is not supported")
-    with _registered(original or "eager") as name:
-        try:
-            config._attn_implementation = name
-            for i in blocks:
-                setattr(modules[i], PROBE_ATTR, probe)
-            yield probe
-        finally:
-            for module in modules:
-                module.__dict__.pop(PROBE_ATTR, None)
-            config._attn_implementation = original
+    with attention_hooks(model, dict.fromkeys(blocks, probe)):
+        yield probe
 
 
 def _cache_is_empty(kwargs: dict) -> bool:

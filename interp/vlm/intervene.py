@@ -25,7 +25,7 @@ from contextlib import contextmanager
 
 from torch import nn
 
-from interp._validation import renamed
+from interp._validation import is_int, renamed
 from interp.vlm.attention import RowProbe, attention_modules, probing, watch_image_tokens
 from interp.vlm.checks import check_alpha
 from interp.vlm.geometry import image_token_id
@@ -40,11 +40,11 @@ def _resolve_heads(model: nn.Module, heads) -> list[int] | None:
             raise ValueError(f'heads must be "all" or head indices, got {heads!r}')
         return None
     n_heads = attention_modules(model)[0].config.num_attention_heads
-    heads = [heads] if isinstance(heads, int) else list(heads)
-    bad = [h for h in heads if not isinstance(h, int) or not 0 <= h < n_heads]
+    heads = [heads] if is_int(heads) else list(heads)
+    bad = [h for h in heads if not is_int(h) or not 0 <= h < n_heads]
     if not heads or bad:
         raise ValueError(f"head indices {bad or heads} are invalid: the model has heads 0..{n_heads - 1}")
-    return sorted(set(heads))
+    return sorted({int(h) for h in heads})
 
 
 def _resolve_rows(rows) -> str | list[int]:
@@ -52,10 +52,10 @@ def _resolve_rows(rows) -> str | list[int]:
         return rows
     if isinstance(rows, str):
         raise ValueError(f'rows must be "last_prompt" or absolute token positions, got {rows!r}')
-    rows = [rows] if isinstance(rows, int) else list(rows)
-    if not rows or any(not isinstance(r, int) or r < 0 for r in rows):
+    rows = [rows] if is_int(rows) else list(rows)
+    if not rows or any(not is_int(r) or r < 0 for r in rows):
         raise ValueError(f"rows must be non-negative absolute token positions, got {rows!r}")
-    return rows
+    return [int(r) for r in rows]
 
 
 @contextmanager

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from interp._validation import renamed
+from interp._validation import check_int, is_int, renamed
 from interp.vlm.attention import RowProbe, attention_modules, probing
 from interp.vlm.checks import check_alpha
 from interp.vlm.geometry import Box, ImageGeometry, box_mask, image_token_id, image_token_spans
@@ -128,13 +128,13 @@ def resolve_blocks(model: nn.Module, blocks) -> list[int]:
         if blocks != "all":
             raise ValueError(f'blocks must be "all" or decoder-block indices, got {blocks!r}')
         return list(range(n_blocks))
-    blocks = [blocks] if isinstance(blocks, int) else list(blocks)
+    blocks = [blocks] if is_int(blocks) else list(blocks)
     if not blocks:
         raise ValueError("blocks is empty; pass 'all' or at least one decoder-block index")
-    bad = [b for b in blocks if not isinstance(b, int) or not 0 <= b < n_blocks]
+    bad = [b for b in blocks if not is_int(b) or not 0 <= b < n_blocks]
     if bad:
         raise ValueError(f"decoder-block indices {bad} are out of range: the model has blocks 0..{n_blocks - 1}")
-    return sorted(set(blocks))
+    return sorted({int(b) for b in blocks})
 
 
 def _open_image(image):
@@ -262,8 +262,7 @@ def trace_image_attention(
         raise ValueError("alpha scales the last prompt row (the official AdaptVis row); use query='last' with alpha")
     alpha = check_alpha(alpha)
     blocks = resolve_blocks(model, renamed("blocks", blocks, "layers", layers, "all", "trace_image_attention"))
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    batch_size = check_int("batch_size", batch_size, low=1)
     token_id = image_token_id(model)
     patches, shares, geometries, positions, tokens = [], [], [], [], []
     batches = [range(i, min(i + batch_size, len(prompts))) for i in range(0, len(prompts), batch_size)]

@@ -226,7 +226,7 @@ def test_sliding_window_model_padding_invariant(tok, backend):
             model, tok, EDGE_TEXTS, pooling="none", backend=backend, batch_size=5, padding_side=side, progress=False
         )
         for j, states in enumerate(per_text):
-            assert within(acts.tokens(j), states), (side, j)
+            assert within(acts.states(j), states), (side, j)
 
 
 def test_text_with_a_lone_surrogate(llama, tok, tmp_path):
@@ -407,18 +407,18 @@ def test_store_interrupted_by_an_exception_resumes_identically(llama, tok, tmp_p
     clean = interp.extract(llama, tok, texts, **kwargs)
     store = tmp_path / "s"
 
-    real_run_shard, seen = extraction_api._run_shard, []
+    real_run_shard, seen = extraction_api.run_shard, []
 
-    def failing_run_shard(runner, tokens, lengths, rows, *args):
+    def failing_run_shard(runner, tokens, rows, *args):
         seen.append(rows)
         if len(seen) == 3:
             raise Injected("interrupted inside the third shard")
-        return real_run_shard(runner, tokens, lengths, rows, *args)
+        return real_run_shard(runner, tokens, rows, *args)
 
-    monkeypatch.setattr(extraction_api, "_run_shard", failing_run_shard)
+    monkeypatch.setattr(extraction_api, "run_shard", failing_run_shard)
     with pytest.raises(Injected):
         interp.extract(llama, tok, texts, store=store, **kwargs)
-    monkeypatch.setattr(extraction_api, "_run_shard", real_run_shard)
+    monkeypatch.setattr(extraction_api, "run_shard", real_run_shard)
     assert ActivationStore(store).progress() == (2, 4)
     with pytest.raises(StoreError, match="incomplete"):
         ActivationStore(store).load()
@@ -562,7 +562,7 @@ def test_rows_follow_text_order_through_sorting_and_shards(llama, tok):
     none = interp.extract(llama, tok, texts, pooling="none", batch_size=4, shard_size=4, progress=False)
     assert none.lengths.tolist() == [len(tok(t)["input_ids"]) for t in texts]
     for j, text in enumerate(texts):
-        assert within(none.tokens(j), hf_states(llama, tok, text)[0])
+        assert within(none.states(j), hf_states(llama, tok, text)[0])
 
 
 def test_store_needs_json_metadata_before_writing(llama, tok, tmp_path):

@@ -17,7 +17,7 @@ POOLINGS = ["mean", "mean_no_special", "last", "none"]
 def _max_error(acts, ref, pooling) -> torch.Tensor:
     """Per hidden-state index: max |extracted - reference|, and the max |reference|."""
     if pooling == "none":
-        got = [acts.tokens(j).double() for j in range(acts.n_texts)]
+        got = [acts.states(j).double() for j in range(acts.n_texts)]
         diff = torch.stack([(g - r).abs().amax(dim=(1, 2)) for g, r in zip(got, ref, strict=True)]).amax(0)
         scale = torch.stack([r.abs().amax(dim=(1, 2)) for r in ref]).amax(0)
     else:

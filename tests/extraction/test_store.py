@@ -123,7 +123,7 @@ def test_store_roundtrip_none_pooling_and_layer_subset(llama, tok, tmp_path):
     assert disk.labels == ["x", "y", "z"]
     sub = ActivationStore(tmp_path / "s").load(layers=[4, 1])
     assert torch.equal(sub.tensor, mem.tensor[[4, 1]]) and sub.layers == [4, 1]
-    assert torch.equal(sub.tokens(2), mem.tokens(2)[[4, 1]])
+    assert torch.equal(sub.states(2), mem.states(2)[[4, 1]])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -362,3 +362,38 @@ def test_disk_full_on_a_real_tmpfs(llama, tok, small_tmpfs):
     subprocess.run(["mount", "-o", "remount,size=1m", str(small_tmpfs)], check=True)
     resumed = interp.extract(llama, tok, texts, store=store, shard_size=4, progress=False)
     assert torch.equal(resumed.tensor, interp.extract(llama, tok, texts, shard_size=4, progress=False).tensor)
+
+
+# batch size is not part of a store's identity (issue 16)
+
+
+def test_resume_with_another_batch_size_keeps_committed_shards(llama, tok, tmp_path):
+    """A run stopped after 2 of 4 shards (batch size 4) resumes with batch size 1: the 2 committed
+    shards are reused untouched, each shard records the batch size that wrote it, and the result
+    matches an uninterrupted batch-1 run to float32 rounding (and a float64 per-text reference)."""
+    texts = [f"text {i} " + "word " * (i % 5) for i in range(8)]
+    store = tmp_path / "s"
+    stop = _Boom(after=2)  # one batch per 2-text shard: shards 0 and 1 commit, the third forward fails
+    handle = llama.model.layers[0].register_forward_hook(stop)
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            interp.extract(llama, tok, texts, batch_size=4, shard_size=2, store=store, progress=False)
+    finally:
+        handle.remove()
+    first = _committed(store)
+    assert sorted(first) == ["0", "1"] and all(entry["batch_size"] == 4 for entry in first.values())
+    files = {key: os.stat(store / entry["file"]).st_mtime_ns for key, entry in first.items()}
+    resumed = interp.extract(llama, tok, texts, batch_size=1, shard_size=2, store=store, progress=False)
+    final = _committed(store)
+    assert {key: final[key] for key in first} == first  # same files, same hashes: not recomputed
+    assert {key: os.stat(store / final[key]["file"]).st_mtime_ns for key in first} == files
+    assert [final[str(i)]["batch_size"] for i in range(4)] == [4, 4, 1, 1]
+    plain = interp.extract(llama, tok, texts, batch_size=1, progress=False)
+    assert torch.allclose(resumed.tensor, plain.tensor, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():  # independent reference: each text alone, mean over its tokens, float64
+        for i, text in enumerate(texts):
+            hidden = llama(**tok(text, return_tensors="pt"), output_hidden_states=True).hidden_states
+            expected = torch.stack([h[0].double().mean(0) for h in hidden])
+            assert torch.allclose(resumed.tensor[:, i].double(), expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(StoreError, match=r"differs in: shard_size"):  # shard size still fixes the layout
+        interp.extract(llama, tok, texts, batch_size=1, shard_size=4, store=store, progress=False)

@@ -12,6 +12,7 @@ import math
 import re
 import warnings
 
+import pandas as pd
 import pytest
 import torch
 
@@ -318,7 +319,7 @@ def test_bad_input_errors(llama12, tok):
         freeze(model, modules=["model.nope"])
     with pytest.raises(ValueError, match="has no LM head"):
         freeze(model.model, lm_head=True)
-    with pytest.raises(ValueError, match="n_first must be a non-negative int"):
+    with pytest.raises(ValueError, match="n_first must be an int >= 0"):
         official_selective_freeze(model, n_first=-1)
     with pytest.raises(TypeError, match="unknown freezing option"):
         FreezeSpec.coerce({"layers": [1]})
@@ -330,7 +331,7 @@ def test_bad_input_errors(llama12, tok):
         finetune(model, tok, "one text", steps=1, progress=False)
     with pytest.raises(ValueError, match="fewer than 2 tokens"):
         finetune(model, tok, ["", ""], steps=1, progress=False)  # byte tokenizer: "" -> <bos> only
-    with pytest.raises(ValueError, match="steps must be a positive int"):
+    with pytest.raises(ValueError, match="steps must be an int >= 1"):
         finetune(model, tok, TRAIN, steps=0, progress=False)
     with pytest.raises(ValueError, match="lr must be a positive number"):
         finetune(model, tok, TRAIN, steps=1, lr=-1.0, progress=False)
@@ -345,7 +346,7 @@ def test_bad_input_errors(llama12, tok):
         run_experiment(model, tok, [], corpus, progress=False)
     with pytest.raises(KeyError, match="not in the corpus"):
         train_heldout_split(corpus, "deu_Latn")
-    with pytest.raises(ValueError, match="n_train must leave"):
+    with pytest.raises(ValueError, match="n_train must be an int with 1 <= n_train"):
         train_heldout_split(corpus, "fra_Latn", 5)
     assert _flags(model) == before
 
@@ -568,7 +569,13 @@ def test_cli_freeze_experiment(tmp_path):
     assert args.func(args) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert set(manifest["outputs"]) == {"ilo.csv", "ilo_by_layer.csv", "loss.csv", "training.csv", "conditions.csv",
-                                        "ilo_by_condition.png", "delta_ilo.png", "loss_change.png"}  # fmt: skip
+                                        "ilo_by_condition.png", "delta_ilo.png", "loss_change.png",
+                                        "README.md"}  # fmt: skip
+    readme = (out / "README.md").read_text()
+    for name in manifest["outputs"]:
+        assert f"`{name}`" in readme or name == "README.md"
+    for column in ("delta_ilo", "frozen_path", "ppl_ratio", "is_train_language"):
+        assert f"`{column}`" in readme
     assert [c["condition"] for c in manifest["conditions"]] == ["base", "full", "frozen_0-1"]
     assert manifest["corpus"]["n_train_texts"] == 8 and manifest["corpus"]["n_eval_items"] == 8
     assert manifest["summary"]["base"]["mean_delta_ilo"] == 0.0
@@ -617,3 +624,41 @@ def test_cli_n_first_conditions():
                                                            lm_head=True)}  # fmt: skip
     assert list(_conditions(_cli_args("--n-first", "0,3"))) == ["full", "frozen_0-0", "frozen_0-3"]
     assert _conditions(_cli_args("--n-first", "none")) == {"full": None}
+
+
+# ------------------------------------------------------------------ several seeds (issue 16)
+
+
+def test_seed_intervals_by_hand():
+    from interp.freeze import seed_intervals, t_interval
+
+    table = pd.DataFrame({"condition": ["full"] * 3 + ["frozen"] * 3, "seed": [0, 1, 2] * 2,
+                          "delta": [1.0, 2.0, 6.0, 0.5, 0.5, 0.5]})  # fmt: skip
+    out = seed_intervals(table, ["condition"], "delta").set_index("condition")
+    # full: mean 3, sd sqrt(((−2)² + (−1)² + 3²) / 2) = sqrt(7); t(0.975, 2) = 4.302652729911275
+    half = 4.302652729911275 * 7**0.5 / 3**0.5
+    assert out.loc["full", ["n_seeds", "mean", "sd"]].tolist() == pytest.approx([3, 3.0, 7**0.5])
+    assert out.loc["full", ["ci_low", "ci_high"]].tolist() == pytest.approx([3 - half, 3 + half])
+    assert out.loc["frozen", ["mean", "sd", "ci_low", "ci_high"]].tolist() == pytest.approx([0.5, 0, 0.5, 0.5])
+    assert list(out.index) == ["full", "frozen"]  # first-appearance order
+    mean, sd, low, high = t_interval([2.0])
+    assert mean == 2.0 and all(math.isnan(v) for v in (sd, low, high))  # one seed: no interval
+    with pytest.raises(KeyError, match="no column"):
+        seed_intervals(table, ["layer"], "delta")
+
+
+def test_evaluate_condition_matches_its_parts(tok):
+    from interp.freeze import evaluate_condition
+
+    model = tiny_llama(n_layers=3, d_model=32, seed=2)
+    corpus = load_parallel("cldr", langs=["eng_Latn", "fra_Latn", "deu_Latn"]).head(8)
+    heldout = corpus.head(4)
+    ilo, loss = evaluate_condition(model, tok, "x", corpus, heldout, k=3, t=2, eval_batch_size=3, progress=False)
+    texts, langs, ids = corpus.flat()
+    acts = interp.extract(model, tok, texts, labels=langs, ids=[str(i) for i in ids], progress=False)
+    direct = interp.ilo.score(acts, k=3, t=2).table
+    assert (ilo["condition"] == "x").all() and ilo.drop(columns="condition").equals(
+        direct[["layer", "language", "bridge", "reach", "reach_raw", "ilo"]]
+    )
+    expected = language_loss(model, tok, heldout, batch_size=3, progress=False)
+    assert loss.drop(columns="condition").equals(expected)

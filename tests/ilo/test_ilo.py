@@ -286,8 +286,9 @@ def test_ilo_job_writes_outputs_and_reuses_cache(gemma, tmp_path, monkeypatch):
     assert main(args) == 0
     out = tmp_path / "out"
     manifest = json.loads((out / "manifest.json").read_text())
-    assert set(manifest["outputs"]) == {"ilo_table.csv", "ilo_by_layer.csv", "ilo_layers.png", "ilo_heatmap.png",
-                                        "cooccurrence.png"}  # fmt: skip
+    assert set(manifest["outputs"]) == {"ilo_table.csv", "ilo_by_layer.csv", "cooccurrence.csv", "ilo_layers.png",
+                                        "ilo_heatmap.png", "cooccurrence.png", "shares.png", "translation_share.png",
+                                        "README.md"}  # fmt: skip
     import pandas as pd
 
     table = pd.read_csv(out / "ilo_table.csv")

@@ -53,7 +53,7 @@ if mode == "check":
     }
     for compat in (False, True):
         r = interp.ilo.score(X, labels, k=k, t=2, ids=ids, null=4, bootstrap=8, retrieval=True, compat=compat,
-                             group=dist.group.WORLD, timeout=60)  # fmt: skip
+                             topics=case["topics"][a:b], group=dist.group.WORLD, timeout=60)  # fmt: skip
         results[f"ilo_compat={compat}"] = {"table": r.table, "by_layer": r.by_layer, "cooccurrence": r.cooccurrence,
                                            "indices": r.indices, "retrieval": r.retrieval}  # fmt: skip
     nan = X.clone()

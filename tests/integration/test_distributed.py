@@ -114,7 +114,8 @@ def make_case(path: Path, sizes: list[int], qsizes: list[int]) -> dict:
     labels = [lang for lang in LANGS for _ in range(ITEMS)]
     ids = [item for _ in LANGS for item in range(ITEMS)]
     ids[-ITEMS:] = [0] * ITEMS  # the last language holds one item: some bootstrap resamples miss it (NaN)
-    case = {"X": X, "Q": Q, "labels": labels, "ids": ids, "sizes": sizes, "qsizes": qsizes, "k": K}
+    topics = [("sports", "health", "travel")[item % 3] for item in ids]  # the topic baseline crosses ranks too
+    case = {"X": X, "Q": Q, "labels": labels, "ids": ids, "topics": topics, "sizes": sizes, "qsizes": qsizes, "k": K}
     assert sum(sizes) == n
     torch.save(case, path)
     return case
@@ -177,7 +178,9 @@ def test_sharded_equals_single_process(tmp_path, sizes, qsizes):
 
     # ILO tables: every rank holds the single-process result, bit for bit
     for compat in (False, True):
-        ref = interp.ilo.score(X, labels, k=K, t=2, ids=ids, null=4, bootstrap=8, retrieval=True, compat=compat)
+        ref = interp.ilo.score(X, labels, k=K, t=2, ids=ids, null=4, bootstrap=8, retrieval=True, compat=compat,
+                               topics=case["topics"])  # fmt: skip
+        assert "topic_share" in ref.table
         offsets = np.cumsum([0, *sizes])
         for r, got in enumerate(ranks):
             got = got[f"ilo_compat={compat}"]

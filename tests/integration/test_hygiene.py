@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import interp
-import interp.extraction.api as api
+import interp.extraction.collect as collect
 from interp.models import tiny_llama
 
 
@@ -45,7 +45,7 @@ def test_model_restored_after_exception(tok, backend, where, monkeypatch):
         before = model(**ids).logits.clone()
     state = _state(model)
     if where == "pooling":
-        monkeypatch.setattr(api, "pool", _explode)
+        monkeypatch.setattr(collect, "pool", _explode)
     else:  # raise inside the model's own forward, while every hook is installed
         target = model.model.layers[1].mlp
         monkeypatch.setattr(type(target), "forward", _explode)

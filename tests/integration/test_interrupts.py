@@ -347,3 +347,37 @@ def test_overlapping_probes_share_one_registration(llava, proc):
         assert torch.equal(model(**inputs).logits, scaled)  # still runs interp+sdpa
         assert all("interp+sdpa" in r for r in registries)
     assert all("interp+sdpa" not in r for r in registries)
+
+
+SITES = ["blocks.1.attn.hook_pattern", "blocks.2.hook_resid_mid", "blocks.0.attn.hook_z", 2]
+
+
+@pytest.mark.parametrize("backend", ["hf", "nnsight"])
+def test_extract_named_sites(tok, backend):
+    """Attention patterns switch the model to interp's attention hooks: Ctrl-C in the second pass undoes them."""
+    model = tiny_llama(n_layers=3, d_model=32, seed=0)
+    ids = {"input_ids": tok(TEXTS[0], return_tensors="pt")["input_ids"]}
+    seen = check(model, ids, model.model.layers[1], 2, lambda: interp.extract(
+        model, tok, TEXTS, sites=SITES, pooling="none", backend=backend, batch_size=2, progress=False))  # fmt: skip
+    assert seen["attn"] == "interp+sdpa" and seen["probes"] == 1
+
+
+def test_patch_and_sweep(tok):
+    """Ctrl-C inside a patched forward (a pattern patch, resid_mid written through attention) and a sweep."""
+    model = tiny_llama(n_layers=3, d_model=32, seed=0)
+    ids = {"input_ids": tok(TEXTS[0], return_tensors="pt")["input_ids"]}
+    patches = {"blocks.1.attn.hook_pattern": "zero", "blocks.1.hook_resid_mid": "zero", "blocks.2.hook_mlp_out": "zero"}
+    seen = check(model, ids, model.model.layers[2], 1, lambda: interp.run_with_patches(model, ids, patches))
+    assert seen["attn"] == "interp+sdpa" and seen["probes"] == 1 and seen["hooks"] >= 4
+    # the sweep: block 2's third call is the second patched run
+    check(model, ids, model.model.layers[2], 3, lambda: interp.patching_sweep(
+        model, tok, "abcdef", "abcxyz", answer="a", sites="blocks.*.hook_resid_pre", progress=False))  # fmt: skip
+
+
+def test_extract_generate(tok):
+    """Ctrl-C while generating (the fourth call of block 1 is the third decoding step), patterns on."""
+    model = tiny_llama(n_layers=3, d_model=32, seed=0)
+    ids = {"input_ids": tok(TEXTS[0], return_tensors="pt")["input_ids"]}
+    seen = check(model, ids, model.model.layers[1], 4, lambda: interp.extract_generate(
+        model, tok, TEXTS[:2], sites=SITES, max_new_tokens=6, progress=False))  # fmt: skip
+    assert seen["attn"] == "interp+sdpa"

@@ -391,7 +391,7 @@ def test_batched_trace_equals_one_at_a_time(vlm, proc):
         assert one.query_positions == two.query_positions
         assert (one.patches - two.patches).abs().max() < 1e-6
         assert (one.image_share - two.image_share).abs().max() < 1e-6
-    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1"):
         trace_image_attention(vlm, proc, images, prompts, batch_size=0, progress=False)
 
 
@@ -428,16 +428,17 @@ class _Attention(torch.nn.Module):
 def test_probe_rows_with_logit_softcap_equal_gemma2_eager():
     from transformers.models.gemma2.modeling_gemma2 import eager_attention_forward as gemma2_eager
 
-    from interp.vlm.attention import PREFIX, RowProbe, _register, rows_attention
+    from interp.models.attention import register_interposer
+    from interp.vlm.attention import PREFIX, RowProbe, rows_attention
 
     g = torch.Generator().manual_seed(0)
     q, k = torch.randn(1, 4, 7, 8, generator=g) * 4, torch.randn(1, 2, 7, 8, generator=g) * 4
     v = torch.randn(1, 2, 7, 8, generator=g)
     causal = torch.full((7, 7), float("-inf")).triu(1)[None, None]
     module = _Attention(PREFIX + "eager", groups=2)
-    _register("eager")
+    register_interposer("eager")
     probe = RowProbe(key_is_image=torch.zeros(1, 7, dtype=torch.bool), rows=[3, 6], record=True)
-    setattr(module, PROBE_ATTR, probe)
+    setattr(module, PROBE_ATTR, [probe])
     out, _ = rows_attention(module, q, k, v, causal, scaling=8**-0.5, softcap=2.0)
     ref_out, ref_probs = gemma2_eager(module, q, k, v, causal, scaling=8**-0.5, softcap=2.0)
     assert (out - ref_out).abs().max() < 1e-6

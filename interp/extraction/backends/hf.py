@@ -1,19 +1,48 @@
 """Plain PyTorch forward hooks (``backend="hf"``) -- the reference backend.
 
-One pre-hook on block 0 records index 0, one hook per requested block records
-``i``, one hook on the final norm records ``L``; the backbone (no LM head) is
-called directly. Handles are removed in :meth:`close`.
+Each site is read where :mod:`interp.extraction.sites` says it lives: a forward
+pre-hook on ``site.module`` for an input (a block's input is its residual stream,
+the output projection's input is ``hook_z``), a forward hook for an output, and
+the attention module's ``output[1]`` for a pattern (filled by
+:func:`~interp.extraction.backends.base.pattern_weights`). The backbone (no LM
+head) is called directly, unless a site lies outside it. Handles are removed in
+:meth:`close`.
 """
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 
-from interp.extraction.backends.base import Backend, first_tensor
+from interp.extraction.backends.base import Backend, Recorder, first_input, first_tensor
+from interp.extraction.sites import Site
+from interp.models.adapter import resolve_path
 
-__all__ = ["HFBackend"]
+__all__ = ["HFBackend", "SiteHook"]
+
+
+class SiteHook:
+    """A forward (pre-)hook that hands one site's tensor to a recorder."""
+
+    def __init__(self, site: Site, recorder: Recorder):
+        self.site = site
+        self.recorder = recorder
+
+    def on_input(self, module, args, kwargs) -> None:
+        self.recorder.record(self.site.key, first_input(args, kwargs))
+
+    def on_output(self, module, args, output) -> None:
+        if self.site.io == "weights":
+            weights = output[1] if isinstance(output, (tuple, list)) and len(output) > 1 else None
+            if weights is None:
+                raise RuntimeError(f"{self.site.name}: the attention module returned no weights")
+            self.recorder.record(self.site.key, weights)
+        else:
+            self.recorder.record(self.site.key, first_tensor(output))
+
+    def register(self, module: torch.nn.Module):
+        if self.site.io == "input":
+            return module.register_forward_pre_hook(self.on_input, with_kwargs=True)
+        return module.register_forward_hook(self.on_output)
 
 
 class HFBackend(Backend):
@@ -21,27 +50,14 @@ class HFBackend(Backend):
 
     def open(self) -> None:
         self.handles = []
-        blocks, L = self.adapter.blocks, self.adapter.n_blocks
-        for index in self.layers:
-            if index == 0:
-                handle = blocks[0].register_forward_pre_hook(self._on_block_input, with_kwargs=True)
-            elif index < L:
-                handle = blocks[index - 1].register_forward_hook(partial(self._on_output, index))
-            else:
-                handle = self.adapter.final_norm.register_forward_hook(partial(self._on_output, index))
-            self.handles.append(handle)
+        for site in self.sites:
+            module = resolve_path(self.model, site.module)
+            self.handles.append(SiteHook(site, self.recorder).register(module))
 
     def close(self) -> None:
-        for handle in self.handles:
+        for handle in getattr(self, "handles", []):
             handle.remove()
         self.handles = []
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> None:
-        self.adapter.backbone(**inputs, use_cache=False)
-
-    def _on_block_input(self, module, args, kwargs) -> None:
-        hidden = args[0] if args else kwargs["hidden_states"]
-        self.recorder.record(0, hidden)
-
-    def _on_output(self, index: int, module, args, output) -> None:
-        self.recorder.record(index, first_tensor(output))
+        self.root(**inputs, use_cache=False)

@@ -43,6 +43,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from interp._validation import check_int
 from interp.data.jsonl import iter_jsonl_objects
 from interp.vlm.presets import DATASET_NAMES, AdaptVisPreset, canonical_dataset_name, preset
 
@@ -76,8 +77,7 @@ def official_split(n: int, seed: int = 1, fraction: float = 0.2) -> tuple[list[i
     ``sorted(random.sample(range(n), int(fraction * n)))`` for validation; test is the
     sorted rest. Uses a private :class:`random.Random`, so the global RNG is untouched.
     """
-    if not isinstance(n, int) or n < 0:
-        raise ValueError(f"n must be a non-negative int, got {n!r}")
+    n = check_int("n", n, low=0)
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"fraction must be in [0, 1], got {fraction}")
     val = sorted(random.Random(seed).sample(range(n), int(fraction * n)))
