@@ -17,7 +17,7 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
 
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("INTERP_SPATIAL_VARIANT", "small")  # notebook 02: the 150-step toy VLM (~25 s to train)
+    monkeypatch.setenv("INTERP_SPATIAL_VARIANT", "small")  # notebook 02: the 100-step toy VLM (~15 s to train)
     notebook = nbformat.read(path, as_version=4)
     NotebookClient(
         notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}

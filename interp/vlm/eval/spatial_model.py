@@ -99,11 +99,11 @@ class SpatialVLMConfig:
 
 
 #: ``"full"``: the model of docs/results.md (held-out accuracy 0.82-0.90, ~4 min to train on one core);
-#: ``"small"``: the same recipe, 150 steps (~25 s) -- it still answers at chance (the full model is
+#: ``"small"``: the same recipe, 100 steps (~15 s) -- it still answers at chance (the full model is
 #: at chance until ~step 300 too): only for exercising the plumbing (CI runs the notebook on it).
 VARIANTS = {
     "full": SpatialVLMConfig(),
-    "small": SpatialVLMConfig(name="small", steps=150),
+    "small": SpatialVLMConfig(name="small", steps=100),
 }
 
 
@@ -191,7 +191,7 @@ def spatial_vlm(
     """The trained toy spatial VLM and its processor (trained on first use, then cached).
 
     Args:
-        variant: ``"full"`` (1500 steps: about 4 minutes on one CPU core), ``"small"`` (150 steps,
+        variant: ``"full"`` (1500 steps: about 4 minutes on one CPU core), ``"small"`` (100 steps,
             answers at chance: plumbing only),
             or a :class:`SpatialVLMConfig`.
         progress: show the training progress bar.
