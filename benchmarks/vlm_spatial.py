@@ -9,6 +9,8 @@ Trains (or loads from the cache) ``interp.vlm.spatial_vlm(variant)``, then on he
    incorrect answers (mass in the boxes of both queried objects, pointing game, patch AUROC; mean ±
    95 % t-interval; the chance level of each metric), and the per-block AUROC of alignment at
    separating correct from incorrect answers;
+   then, in scenes with distractors, accuracy by distractor condition and the attention mass on A,
+   on the table and on distractors sharing A's colour or shape, correct vs incorrect;
 3. accuracy as a function of the ScalingVis temperature α, and AdaptVis' confidence rule vs the best
    fixed α, both chosen on a validation part (20 %, ``random.seed(1)``, as the official code) of
    the pooled held-out scenes and reported on the rest; the official Controlled-A preset too;
@@ -48,6 +50,7 @@ from interp.vlm import (  # noqa: E402
     alignment_table,
     answer_scenes,
     block_curves,
+    box_mask,
     choose_alpha,
     correctness_auroc,
     plot_alignment_curves,
@@ -120,6 +123,34 @@ def time_per_sample(fn, scenes, repeats: int = 3) -> float:
             best = min(best, time.perf_counter() - start)
         times.append(best)
     return statistics.median(times)
+
+
+OBJECTS = {
+    "A": "the small object A",
+    "table": "the table B",
+    "confusable": "distractors sharing A's colour or shape",
+}
+
+
+def object_boxes(scene: SyntheticScene, which: str) -> list:
+    """Boxes of one kind of object in a scene: ``A``, ``table`` or ``confusable`` distractors (may be empty)."""
+    name_a, name_b = scene.names
+    if which == "A":
+        return [scene.boxes[name_a]]
+    if which == "table":
+        return [scene.boxes[name_b]]
+    color, shape = name_a.split()
+    return [box for name, box in scene.distractors.items() if name.split()[0] == color or name.split()[1] == shape]
+
+
+def per_object_table(trace, scenes: list[SyntheticScene], correct: list[bool], which: str) -> pd.DataFrame:
+    """Head-mean attention mass on one kind of object (samples that have one), with its chance level."""
+    keep = [i for i, s in enumerate(scenes) if object_boxes(s, which)]
+    masks = [box_mask(object_boxes(scenes[i], which), scenes[i].image.size, trace.geometries[i]) for i in keep]
+    table = alignment_table(trace.patches[keep], masks, correct=[correct[i] for i in keep], heads="mean",
+                            metrics=["mass"], blocks=trace.blocks)  # fmt: skip
+    table["object"] = which
+    return table
 
 
 def savefig(fig, name: str) -> None:
@@ -198,6 +229,32 @@ def main() -> None:
     fig, ax = plt.subplots(figsize=(5.5, 3.6), layout="constrained")
     plot_head_summary(table, "mass", ax=ax)
     savefig(fig, "vlm_spatial_head_summary.png")
+
+    # 2b. where wrong answers look: A, the table, distractors that share A's colour or shape -----------
+    accuracy_by_distractors = {}
+    for label, test in (("no distractor", lambda s: not s.distractors),
+                        ("distractors, none confusable", lambda s: s.distractors and not object_boxes(s, "confusable")),
+                        ("a confusable distractor", lambda s: bool(object_boxes(s, "confusable")))):  # fmt: skip
+        rows = [i for i, s in enumerate(pooled) if test(s)]
+        accuracy_by_distractors[label] = accuracy_row(answers.iloc[rows])
+    print(pd.DataFrame(accuracy_by_distractors).T.round(3))
+    results["accuracy_by_distractors"] = accuracy_by_distractors
+    crowded = [i for i, s in enumerate(pooled) if s.distractors]
+    sub = [pooled[i] for i in crowded]
+    sub_trace = trace_image_attention(model, processor, [s.image for s in sub], [s.prompt for s in sub],
+                                      batch_size=32, progress=False)  # fmt: skip
+    objects = pd.concat([per_object_table(sub_trace, sub, [correct[i] for i in crowded], w) for w in OBJECTS])
+    object_curves = pd.concat([block_curves(objects[objects["object"] == w], "mass").assign(object=w)
+                               for w in OBJECTS], ignore_index=True)  # fmt: skip
+    print(object_curves.round(3).to_string())
+    results["object_curves"] = object_curves.round(5).to_dict(orient="records")
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.6), layout="constrained", sharey=True)
+    for ax, (w, title) in zip(axes, OBJECTS.items(), strict=True):
+        plot_alignment_curves(object_curves[object_curves["object"] == w], "mass", ax=ax, title=title)
+        ax.set_ylabel("attention mass in the boxes" if w == "A" else "")
+    fig.suptitle(f"Scenes with distractors ({len(sub)}): where the last prompt token looks, correct vs incorrect "
+                 "(head mean, mean ± 95 % CI; dashed: chance)", fontsize=10)  # fmt: skip
+    savefig(fig, "vlm_spatial_objects.png")
 
     # 3. ScalingVis α sweep and AdaptVis -----------------------------------------------------------
     by_alpha = {a: answer_scenes(model, processor, pooled, a, progress=True) for a in ALPHAS}
