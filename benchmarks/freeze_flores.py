@@ -162,9 +162,17 @@ def _read_runs(out: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, lis
 
 
 def _paired(wide: pd.DataFrame, value: str) -> pd.DataFrame:
-    """Per-seed ``condition - full`` (``wide``: seeds x conditions), summarised over seeds."""
-    rows = [{"condition": c, "seed": seed, value: wide.loc[seed, c] - wide.loc[seed, "full"]}
-            for c in wide.columns if c != "full" for seed in wide.index]  # fmt: skip
+    """Per-seed ``condition - full`` (``wide``: seeds x conditions), summarised over seeds.
+
+    Only seeds with both runs count (a partial experiment has pairs for some seeds only); with no
+    pair yet the table is empty.
+    """
+    full = wide["full"] if "full" in wide else pd.Series(np.nan, index=wide.index)
+    rows = [{"condition": c, "seed": seed, value: wide.loc[seed, c] - full.loc[seed]}
+            for c in wide.columns if c != "full" for seed in wide.index
+            if pd.notna(wide.loc[seed, c]) and pd.notna(full.loc[seed])]  # fmt: skip
+    if not rows:
+        return pd.DataFrame(columns=["condition", *SUMMARY])
     return seed_intervals(pd.DataFrame(rows), ["condition"], value)
 
 
