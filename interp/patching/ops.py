@@ -62,7 +62,8 @@ class Patch:
     heads: Heads = None
 
     def new_value(self, current: torch.Tensor, site: str) -> torch.Tensor:
-        raise NotImplementedError
+        """The activation to write instead of ``current`` (every concrete patch defines it)."""
+        raise NotImplementedError(f"{type(self).__name__} must define new_value(current, site)")
 
 
 @dataclass(frozen=True, kw_only=True)

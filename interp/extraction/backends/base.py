@@ -175,4 +175,5 @@ class Backend:
         """Remove what :meth:`open` installed (the guard restores anything left)."""
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> None:
-        raise NotImplementedError
+        """Run the model on one batch so that the installed hooks capture every site."""
+        raise NotImplementedError(f"backend {type(self).__name__} must define forward(inputs)")
